@@ -1,0 +1,108 @@
+//! Database access for handlers: one [`Sql`] trait over plain calls and
+//! transactions, typed readers for columns, and the mapping of database
+//! errors onto API errors (the SQL detail is logged, never answered).
+
+use crate::bindings::petstore::api::database::{self, Error, RowSet, Transaction};
+use crate::bindings::petstore::api::log::Level;
+use crate::error::ApiError;
+
+pub use crate::bindings::petstore::api::database::Value;
+
+/// Run SQL either directly ([`Db`]) or inside a [`Transaction`].
+pub trait Sql {
+    /// A statement that returns rows (SELECT, or anything with RETURNING).
+    fn rows(&self, sql: &str, params: &[Value]) -> Result<RowSet, ApiError>;
+    /// A statement run for its effect: the number of rows affected.
+    fn run(&self, sql: &str, params: &[Value]) -> Result<u64, ApiError>;
+}
+
+/// The database outside any transaction.
+pub struct Db;
+
+impl Sql for Db {
+    fn rows(&self, sql: &str, params: &[Value]) -> Result<RowSet, ApiError> {
+        database::query(sql, params).map_err(into_api_error)
+    }
+    fn run(&self, sql: &str, params: &[Value]) -> Result<u64, ApiError> {
+        database::execute(sql, params).map_err(into_api_error)
+    }
+}
+
+impl Sql for Transaction {
+    fn rows(&self, sql: &str, params: &[Value]) -> Result<RowSet, ApiError> {
+        Transaction::query(self, sql, params).map_err(into_api_error)
+    }
+    fn run(&self, sql: &str, params: &[Value]) -> Result<u64, ApiError> {
+        Transaction::execute(self, sql, params).map_err(into_api_error)
+    }
+}
+
+/// Begin a transaction; dropping it without [`commit`] rolls it back.
+pub fn begin() -> Result<Transaction, ApiError> {
+    Transaction::begin().map_err(into_api_error)
+}
+
+pub fn commit(tx: Transaction) -> Result<(), ApiError> {
+    Transaction::commit(tx).map_err(into_api_error)
+}
+
+/// Map a database error to the client's answer. Constraint violations the
+/// handler did not foresee are conflicts; contention and outages are 503s.
+pub fn into_api_error(err: Error) -> ApiError {
+    let (kind, detail) = match &err {
+        Error::ConstraintViolation(d) => ("constraint_violation", d),
+        Error::Busy(d) => ("busy", d),
+        Error::Unavailable(d) => ("unavailable", d),
+        Error::Other(d) => ("other", d),
+    };
+    crate::log(Level::Warn, "database error", &[("kind", kind), ("detail", detail)]);
+    match err {
+        Error::ConstraintViolation(_) => ApiError::Conflict("the change conflicts with existing data".into()),
+        Error::Busy(_) | Error::Unavailable(_) => ApiError::Unavailable,
+        Error::Other(_) => ApiError::Internal,
+    }
+}
+
+/// Typed readers for one row. A type the handler did not expect is a bug: 500.
+pub struct Row<'a>(pub &'a [Value]);
+
+impl Row<'_> {
+    pub fn int(&self, i: usize) -> Result<i64, ApiError> {
+        match self.0.get(i) {
+            Some(Value::Integer(n)) => Ok(*n),
+            other => Err(unexpected(i, other)),
+        }
+    }
+
+    pub fn opt_int(&self, i: usize) -> Result<Option<i64>, ApiError> {
+        match self.0.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => self.int(i).map(Some),
+        }
+    }
+
+    pub fn text(&self, i: usize) -> Result<String, ApiError> {
+        match self.0.get(i) {
+            Some(Value::Text(s)) => Ok(s.clone()),
+            other => Err(unexpected(i, other)),
+        }
+    }
+}
+
+fn unexpected(i: usize, found: Option<&Value>) -> ApiError {
+    crate::log(Level::Error, "unexpected column type", &[("column", &i.to_string()), ("found", &format!("{found:?}"))]);
+    ApiError::Internal
+}
+
+/// The first column of the first row as an integer (e.g. `COUNT(*)`).
+pub fn scalar_int(rows: &RowSet) -> Result<i64, ApiError> {
+    match rows.rows.first() {
+        Some(row) => Row(row).int(0),
+        None => Err(unexpected(0, None)),
+    }
+}
+
+/// `$n` placeholders `$from..$from+count`, comma-separated.
+pub fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}

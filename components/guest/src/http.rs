@@ -1,0 +1,173 @@
+//! The request and response a handler works with, and [`serve`], which turns
+//! a route function's `Result` into the WIT response.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::bindings::exports::petstore::api::handler as wit;
+use crate::bindings::petstore::api::log::Level;
+use crate::error::ApiError;
+
+/// A request with its query string split and decoded.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Raw `name=value` pairs as sent, kept to rebuild links.
+    raw_query: Vec<(String, String)>,
+    query: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub request_id: String,
+}
+
+impl Request {
+    fn from_wit(req: wit::Request) -> Self {
+        let raw_query: Vec<(String, String)> = req
+            .query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (p.to_string(), String::new()),
+            })
+            .collect();
+        let query = raw_query.iter().map(|(k, v)| (percent_decode(k), percent_decode(v))).collect();
+        Request {
+            method: req.method,
+            path: req.path,
+            raw_query,
+            query,
+            body: req.body,
+            request_id: req.request_id,
+        }
+    }
+
+    /// The first value of a query parameter, decoded.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The raw query pairs except the named ones, for building links.
+    pub fn raw_query_without(&self, names: &[&str]) -> Vec<(String, String)> {
+        self.raw_query.iter().filter(|(k, _)| !names.contains(&k.as_str())).cloned().collect()
+    }
+
+    /// The path segments after `prefix`, or `None` when the path is not under it.
+    /// A trailing slash is ignored: `/api/v1/pets/` is `/api/v1/pets`.
+    pub fn segments_after(&self, prefix: &str) -> Option<Vec<&str>> {
+        let rest = self.path.strip_prefix(prefix)?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        Some(rest.split('/').filter(|s| !s.is_empty()).collect())
+    }
+
+    /// The body as a JSON object: `400 invalid_json` when it is not JSON,
+    /// `422` when it is JSON but not an object.
+    pub fn json_object(&self) -> Result<Map<String, Value>, ApiError> {
+        let value: Value = serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
+        match value {
+            Value::Object(map) => Ok(map),
+            _ => Err(ApiError::Validation(vec![crate::error::FieldError {
+                field: "body".into(),
+                message: "must be a JSON object".into(),
+            }])),
+        }
+    }
+}
+
+/// An answer under construction.
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON answer.
+    pub fn json(status: u16, body: &impl Serialize) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(body) => Response {
+                status,
+                headers: vec![("content-type".into(), "application/json; charset=utf-8".into())],
+                body,
+            },
+            // Serializing our own plain structs cannot fail; answer 500 rather than panic.
+            Err(_) => Response { status: 500, headers: Vec::new(), body: Vec::new() },
+        }
+    }
+
+    /// An answer without a body, e.g. `204`.
+    pub fn empty(status: u16) -> Self {
+        Response { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    fn into_wit(self) -> wit::Response {
+        wit::Response { status: self.status, headers: self.headers, body: self.body }
+    }
+}
+
+/// Run a route function for a WIT request and turn its result into the WIT response.
+pub fn serve(req: wit::Request, route: impl FnOnce(&Request) -> Result<Response, ApiError>) -> wit::Response {
+    let req = Request::from_wit(req);
+    match route(&req) {
+        Ok(resp) => resp.into_wit(),
+        Err(err) => {
+            if matches!(err, ApiError::Internal | ApiError::Unavailable) {
+                crate::log(Level::Warn, "request failed", &[("error", &format!("{err:?}"))]);
+            }
+            err.into_response().into_wit()
+        }
+    }
+}
+
+/// Decode `%XX` escapes and `+` (as a space) in a query component.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_escapes_and_plus() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,296 @@
+//! The `pets` handler component: everything under `/api/v1/pets`.
+//!
+//! Tags live twice: as a JSON array in `pets.tags` (read with the pet in one
+//! query) and as rows of `pet_tags` (what the `tag` filter searches). Every
+//! write changes both in one transaction.
+
+use petstore_guest::db::{self, Db, Row, Sql, Value};
+use petstore_guest::paging::{Page, PageBody};
+use petstore_guest::validate::Validator;
+use petstore_guest::{ApiError, Handler, Request, Response, bindings, serve};
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+
+const PREFIX: &str = "/api/v1/pets";
+const STATUSES: &[&str] = &["available", "pending", "sold"];
+const COLUMNS: &str = "id, name, species, tags, status, created_at, updated_at";
+
+struct Pets;
+
+impl Handler for Pets {
+    fn handle(req: bindings::exports::petstore::api::handler::Request) -> bindings::exports::petstore::api::handler::Response {
+        serve(req, route)
+    }
+}
+
+petstore_guest::export_handler!(Pets);
+
+fn route(req: &Request) -> Result<Response, ApiError> {
+    let Some(segments) = req.segments_after(PREFIX) else {
+        return Err(ApiError::not_found("route"));
+    };
+    match (segments.as_slice(), req.method.as_str()) {
+        ([], "GET") => list(req),
+        ([], "POST") => create(req),
+        ([], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        ([id], method) => {
+            let id = parse_id(id)?;
+            match method {
+                "GET" => get(id),
+                "PUT" => replace(req, id),
+                "PATCH" => patch(req, id),
+                "DELETE" => delete(id),
+                _ => Err(ApiError::MethodNotAllowed("GET, PUT, PATCH, DELETE")),
+            }
+        }
+        _ => Err(ApiError::not_found("route")),
+    }
+}
+
+/// A path id: digits only, positive, fits in 64 bits.
+fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(ApiError::invalid_parameter("id", "must be a positive 64-bit integer")),
+    }
+}
+
+#[derive(Serialize)]
+struct Pet {
+    id: i64,
+    name: String,
+    species: String,
+    tags: Vec<String>,
+    status: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl Pet {
+    fn from_row(row: &[Value]) -> Result<Pet, ApiError> {
+        let row = Row(row);
+        let tags = serde_json::from_str(&row.text(3)?).map_err(|_| ApiError::Internal)?;
+        Ok(Pet {
+            id: row.int(0)?,
+            name: row.text(1)?,
+            species: row.text(2)?,
+            tags,
+            status: row.text(4)?,
+            created_at: row.text(5)?,
+            updated_at: row.text(6)?,
+        })
+    }
+}
+
+/// The client-settable fields of a pet, validated.
+struct PetFields {
+    name: String,
+    species: String,
+    tags: Vec<String>,
+    status: String,
+}
+
+impl PetFields {
+    /// Validate a whole pet (create and replace): absent `tags` and `status`
+    /// take their defaults.
+    fn from_json(obj: &Map<String, Json>) -> Result<PetFields, ApiError> {
+        let mut v = Validator::new();
+        let name = v.text(obj, "name", 100, true);
+        let species = v.text(obj, "species", 50, true);
+        let tags = tags(&mut v, obj.get("tags"));
+        let status = match obj.get("status") {
+            Some(Json::Null) | None => Some("available".to_string()),
+            Some(_) => v.one_of(obj, "status", STATUSES),
+        };
+        v.finish()?;
+        match (name, species, tags, status) {
+            (Some(name), Some(species), Some(tags), Some(status)) => Ok(PetFields { name, species, tags, status }),
+            _ => Err(ApiError::Internal),
+        }
+    }
+}
+
+/// At most 10 distinct strings of 1–30 characters; absent or null is `[]`.
+fn tags(v: &mut Validator, value: Option<&Json>) -> Option<Vec<String>> {
+    let items = match value {
+        None | Some(Json::Null) => return Some(Vec::new()),
+        Some(Json::Array(items)) => items,
+        Some(_) => {
+            v.fail("tags", "must be an array of strings");
+            return None;
+        }
+    };
+    if items.len() > 10 {
+        v.fail("tags", "at most 10 tags");
+        return None;
+    }
+    let mut tags: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let tag = v.text_value(&format!("tags[{i}]"), item, 30)?;
+        if tags.contains(&tag) {
+            v.fail(&format!("tags[{i}]"), "duplicate tag");
+            return None;
+        }
+        tags.push(tag);
+    }
+    Some(tags)
+}
+
+fn list(req: &Request) -> Result<Response, ApiError> {
+    let page = Page::from_request(req)?;
+    let mut filters = Vec::new();
+    let mut params = Vec::new();
+    if let Some(status) = req.query("status") {
+        if !STATUSES.contains(&status) {
+            return Err(ApiError::invalid_parameter("status", "must be one of: available, pending, sold"));
+        }
+        params.push(Value::Text(status.to_string()));
+        filters.push(format!("status = ${}", params.len()));
+    }
+    if let Some(species) = req.query("species") {
+        params.push(Value::Text(species.to_string()));
+        filters.push(format!("species = ${}", params.len()));
+    }
+    if let Some(tag) = req.query("tag") {
+        params.push(Value::Text(tag.to_string()));
+        filters.push(format!("EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${})", params.len()));
+    }
+    let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
+
+    let total = db::scalar_int(&Db.rows(&format!("SELECT COUNT(*) FROM pets{filter}"), &params)?)?;
+    let n = params.len();
+    params.push(Value::Integer(page.limit));
+    params.push(Value::Integer(page.offset));
+    let sql = format!("SELECT {COLUMNS} FROM pets{filter} ORDER BY id LIMIT ${} OFFSET ${}", n + 1, n + 2);
+    let items = Db.rows(&sql, &params)?.rows.iter().map(|r| Pet::from_row(r)).collect::<Result<Vec<_>, _>>()?;
+
+    let link = page.next_link(req, items.len(), total);
+    let body = PageBody { items, total, limit: page.limit, offset: page.offset };
+    let resp = Response::json(200, &body);
+    Ok(match link {
+        Some(link) => resp.header("link", link),
+        None => resp,
+    })
+}
+
+fn get(id: i64) -> Result<Response, ApiError> {
+    let pet = fetch(&Db, id)?.ok_or_else(|| ApiError::not_found("pet"))?;
+    Ok(Response::json(200, &pet))
+}
+
+fn fetch(sql: &impl Sql, id: i64) -> Result<Option<Pet>, ApiError> {
+    let rows = sql.rows(&format!("SELECT {COLUMNS} FROM pets WHERE id = $1"), &[Value::Integer(id)])?;
+    rows.rows.first().map(|r| Pet::from_row(r)).transpose()
+}
+
+fn create(req: &Request) -> Result<Response, ApiError> {
+    let fields = PetFields::from_json(&req.json_object()?)?;
+    let now = petstore_guest::time::now_rfc3339();
+    let tx = db::begin()?;
+    let rows = tx.rows(
+        &format!("INSERT INTO pets (name, species, tags, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}"),
+        &[
+            Value::Text(fields.name),
+            Value::Text(fields.species),
+            Value::Text(tags_json(&fields.tags)?),
+            Value::Text(fields.status),
+            Value::Text(now),
+        ],
+    )?;
+    let pet = rows.rows.first().map(|r| Pet::from_row(r)).transpose()?.ok_or(ApiError::Internal)?;
+    write_tags(&tx, pet.id, &fields.tags)?;
+    db::commit(tx)?;
+    Ok(Response::json(201, &pet).header("location", format!("{PREFIX}/{}", pet.id)))
+}
+
+fn replace(req: &Request, id: i64) -> Result<Response, ApiError> {
+    let fields = PetFields::from_json(&req.json_object()?)?;
+    let tx = db::begin()?;
+    let pet = store(&tx, id, fields)?;
+    db::commit(tx)?;
+    Ok(Response::json(200, &pet))
+}
+
+/// JSON merge patch of `name`, `species`, `tags`, `status`.
+fn patch(req: &Request, id: i64) -> Result<Response, ApiError> {
+    let patch = req.json_object()?;
+    let tx = db::begin()?;
+    let current = fetch(&tx, id)?.ok_or_else(|| ApiError::not_found("pet"))?;
+    let mut merged = Map::new();
+    merged.insert("name".into(), Json::String(current.name));
+    merged.insert("species".into(), Json::String(current.species));
+    merged.insert("tags".into(), current.tags.into_iter().map(Json::String).collect());
+    merged.insert("status".into(), Json::String(current.status));
+    for field in ["name", "species", "tags", "status"] {
+        if let Some(value) = patch.get(field) {
+            merged.insert(field.into(), value.clone());
+        }
+    }
+    // In a merge patch `null` removes a member: required members cannot go.
+    let mut v = Validator::new();
+    for field in ["name", "species"] {
+        if matches!(patch.get(field), Some(Json::Null)) {
+            v.fail(field, "is required and cannot be null");
+        }
+    }
+    v.finish()?;
+    let fields = PetFields::from_json(&merged)?;
+    let pet = store(&tx, id, fields)?;
+    db::commit(tx)?;
+    Ok(Response::json(200, &pet))
+}
+
+/// Overwrite a pet's fields and tags inside `tx`; `404` when it is gone.
+fn store(tx: &impl Sql, id: i64, fields: PetFields) -> Result<Pet, ApiError> {
+    let now = petstore_guest::time::now_rfc3339();
+    let rows = tx.rows(
+        &format!("UPDATE pets SET name = $2, species = $3, tags = $4, status = $5, updated_at = $6 WHERE id = $1 RETURNING {COLUMNS}"),
+        &[
+            Value::Integer(id),
+            Value::Text(fields.name),
+            Value::Text(fields.species),
+            Value::Text(tags_json(&fields.tags)?),
+            Value::Text(fields.status),
+            Value::Text(now),
+        ],
+    )?;
+    let pet = rows.rows.first().map(|r| Pet::from_row(r)).transpose()?.ok_or_else(|| ApiError::not_found("pet"))?;
+    tx.run("DELETE FROM pet_tags WHERE pet_id = $1", &[Value::Integer(id)])?;
+    write_tags(tx, id, &fields.tags)?;
+    Ok(pet)
+}
+
+fn write_tags(tx: &impl Sql, pet_id: i64, tags: &[String]) -> Result<(), ApiError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..tags.len()).map(|i| format!("($1, ${})", i + 2)).collect();
+    let mut params = vec![Value::Integer(pet_id)];
+    params.extend(tags.iter().map(|t| Value::Text(t.clone())));
+    tx.run(&format!("INSERT INTO pet_tags (pet_id, tag) VALUES {}", values.join(", ")), &params)?;
+    Ok(())
+}
+
+fn tags_json(tags: &[String]) -> Result<String, ApiError> {
+    serde_json::to_string(tags).map_err(|_| ApiError::Internal)
+}
+
+/// `409` while the pet has an order that is not delivered. The check and the
+/// delete are one statement, so an order placed meanwhile cannot slip between.
+fn delete(id: i64) -> Result<Response, ApiError> {
+    let tx = db::begin()?;
+    let deleted = tx.run(
+        "DELETE FROM pets WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.pet_id = $1 AND o.status <> 'delivered')",
+        &[Value::Integer(id)],
+    )?;
+    if deleted == 0 {
+        let exists = tx.rows("SELECT 1 FROM pets WHERE id = $1", &[Value::Integer(id)])?;
+        return Err(if exists.rows.is_empty() {
+            ApiError::not_found("pet")
+        } else {
+            ApiError::Conflict("the pet has an order that is not delivered".into())
+        });
+    }
+    db::commit(tx)?;
+    Ok(Response::empty(204))
+}

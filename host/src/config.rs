@@ -1,0 +1,189 @@
+//! Configuration from the environment (API.md's table plus the host's own
+//! tuning knobs). Every value is checked at start; a bad one names its
+//! variable and stops start-up.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A variable with a value the service cannot use.
+#[derive(Debug, Error)]
+#[error("invalid {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+/// The service's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `PORT`: the public API.
+    pub port: u16,
+    /// `ADMIN_PORT`: metrics and the admin API; never exposed publicly.
+    pub admin_port: u16,
+    /// `DATABASE_URL`: `sqlite://…` (default `sqlite://petstore.db`).
+    pub database_url: String,
+    pub environment: Environment,
+    /// `LOG_LEVEL`: `trace` … `error` (any case), or a tracing filter directive.
+    pub log_level: String,
+    /// `CORS_ORIGINS`: exact origins allowed to call from a browser.
+    pub cors_origins: Vec<String>,
+    pub api_version: String,
+    pub pagination_limit: u32,
+    pub pagination_max: u32,
+    /// `COMPONENTS_DIR`: holds `routes.toml` and the component files it names.
+    pub components_dir: PathBuf,
+    /// `REQUEST_TIMEOUT_MS`: a handler running longer is stopped with 504.
+    pub request_timeout: Duration,
+    /// `ADMIN_TOKEN`: enables the admin API when set.
+    pub admin_token: Option<String>,
+    /// `DB_POOL_SIZE`: database connections.
+    pub db_pool_size: u32,
+    /// `DB_ACQUIRE_TIMEOUT_MS`: how long a request waits for a connection before 503.
+    pub db_acquire_timeout: Duration,
+    /// `INSTANCE_LIMIT`: component instances alive at once (the pool's size).
+    pub instance_limit: u32,
+    /// `INSTANCE_MEMORY_MB`: the linear memory one instance may grow to.
+    pub instance_memory_mb: u32,
+}
+
+impl Config {
+    /// Read the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Read settings through `get`, so tests need not touch the environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let environment = match get("ENVIRONMENT").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("staging") => Environment::Staging,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "ENVIRONMENT",
+                    message: format!("{other:?} is not one of development, staging, production"),
+                });
+            }
+        };
+        let pagination_limit = number(&get, "PAGINATION_LIMIT", 20, 1, 10_000)?;
+        let pagination_max = number(&get, "PAGINATION_MAX", 100, 1, 10_000)?;
+        if pagination_limit > pagination_max {
+            return Err(ConfigError {
+                variable: "PAGINATION_LIMIT",
+                message: format!("{pagination_limit} is above PAGINATION_MAX ({pagination_max})"),
+            });
+        }
+        let log_level = get("LOG_LEVEL").unwrap_or_else(|| "info".into()).to_ascii_lowercase();
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError { variable: "LOG_LEVEL", message: format!("{log_level:?} is not a log level") });
+        }
+        let cors_origins: Vec<String> = get("CORS_ORIGINS")
+            .map(|v| v.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
+            .unwrap_or_default();
+        for origin in &cors_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                return Err(ConfigError {
+                    variable: "CORS_ORIGINS",
+                    message: format!("{origin:?} is not an origin like https://example.com"),
+                });
+            }
+        }
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://petstore.db".into());
+        if !database_url.starts_with("sqlite:") {
+            return Err(ConfigError {
+                variable: "DATABASE_URL",
+                message: "must start with sqlite:".into(),
+            });
+        }
+        Ok(Config {
+            port: number(&get, "PORT", 8080, 0, u16::MAX.into())? as u16,
+            admin_port: number(&get, "ADMIN_PORT", 9090, 0, u16::MAX.into())? as u16,
+            database_url,
+            environment,
+            log_level,
+            cors_origins,
+            api_version: get("API_VERSION").unwrap_or_else(|| "1.0.0".into()),
+            pagination_limit,
+            pagination_max,
+            components_dir: PathBuf::from(get("COMPONENTS_DIR").unwrap_or_else(|| "components".into())),
+            request_timeout: Duration::from_millis(number(&get, "REQUEST_TIMEOUT_MS", 5000, 1, 600_000)?.into()),
+            admin_token: get("ADMIN_TOKEN"),
+            db_pool_size: number(&get, "DB_POOL_SIZE", 8, 1, 1000)?,
+            db_acquire_timeout: Duration::from_millis(number(&get, "DB_ACQUIRE_TIMEOUT_MS", 3000, 1, 600_000)?.into()),
+            instance_limit: number(&get, "INSTANCE_LIMIT", 128, 1, 10_000)?,
+            instance_memory_mb: number(&get, "INSTANCE_MEMORY_MB", 64, 1, 4096)?,
+        })
+    }
+}
+
+/// An integer variable in `min..=max`, or `default` when unset.
+fn number(get: &impl Fn(&str) -> Option<String>, variable: &'static str, default: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
+    let Some(raw) = get(variable) else { return Ok(default) };
+    match raw.trim().parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError { variable, message: format!("{raw:?} is not an integer from {min} to {max}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = config(&[]).unwrap();
+        assert_eq!((c.port, c.admin_port), (8080, 9090));
+        assert_eq!((c.pagination_limit, c.pagination_max), (20, 100));
+        assert_eq!(c.request_timeout, Duration::from_millis(5000));
+        assert_eq!(c.environment, Environment::Development);
+        assert!(c.database_url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("PORT", "eighty"),
+            ("PORT", "70000"),
+            ("PAGINATION_LIMIT", "0"),
+            ("REQUEST_TIMEOUT_MS", "-1"),
+            ("ENVIRONMENT", "prod"),
+            ("CORS_ORIGINS", "example.com"),
+            ("DATABASE_URL", "mysql://x"),
+        ] {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert_eq!(err.variable, var, "{var}={value}");
+        }
+        let err = config(&[("PAGINATION_LIMIT", "50"), ("PAGINATION_MAX", "10")]).unwrap_err();
+        assert_eq!(err.variable, "PAGINATION_LIMIT");
+    }
+
+    #[test]
+    fn cors_origins_are_a_trimmed_list() {
+        let c = config(&[("CORS_ORIGINS", "https://a.example, http://localhost:3000")]).unwrap();
+        assert_eq!(c.cors_origins, vec!["https://a.example", "http://localhost:3000"]);
+    }
+}

@@ -1,0 +1,98 @@
+//! The `database` interface: thin conversions between WIT values and the
+//! storage layer, and the per-request cap on open transactions.
+
+use wasmtime::component::Resource;
+
+use super::RequestState;
+use super::bindings::petstore::api::database::{Error, Host, HostTransaction, RowSet, Value};
+use crate::storage::{self, DbError, Transaction};
+
+/// Open transactions one request may hold; each pins a pooled connection.
+pub const MAX_OPEN_TRANSACTIONS: usize = 2;
+
+impl Host for RequestState {
+    async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
+        let rows = self.shared.database.query(&sql, to_storage(params)).await?;
+        Ok(to_wit(rows))
+    }
+
+    async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
+        Ok(self.shared.database.execute(&sql, to_storage(params)).await?)
+    }
+}
+
+impl HostTransaction for RequestState {
+    async fn begin(&mut self) -> Result<Resource<Transaction>, Error> {
+        if self.open_transactions >= MAX_OPEN_TRANSACTIONS {
+            return Err(Error::Other(format!("at most {MAX_OPEN_TRANSACTIONS} transactions may be open at once")));
+        }
+        let tx = self.shared.database.begin().await?;
+        let handle = self.table.push(tx).map_err(|e| Error::Other(e.to_string()))?;
+        self.open_transactions += 1;
+        Ok(handle)
+    }
+
+    async fn query(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
+        let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
+        Ok(to_wit(tx.query(&sql, to_storage(params)).await?))
+    }
+
+    async fn execute(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<u64, Error> {
+        let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
+        Ok(tx.execute(&sql, to_storage(params)).await?)
+    }
+
+    async fn commit(&mut self, tx: Resource<Transaction>) -> Result<(), Error> {
+        let tx = self.table.delete(tx).map_err(|e| Error::Other(e.to_string()))?;
+        self.open_transactions -= 1;
+        Ok(tx.commit().await?)
+    }
+
+    /// Dropping an uncommitted transaction rolls it back (sqlx does so when
+    /// the transaction value is dropped).
+    async fn drop(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<()> {
+        self.table.delete(tx)?;
+        self.open_transactions -= 1;
+        Ok(())
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Constraint(m) => Error::ConstraintViolation(m),
+            DbError::Busy(m) => Error::Busy(m),
+            DbError::Unavailable(m) => Error::Unavailable(m),
+            DbError::Other(m) => Error::Other(m),
+        }
+    }
+}
+
+fn to_storage(params: Vec<Value>) -> Vec<storage::Value> {
+    params
+        .into_iter()
+        .map(|v| match v {
+            Value::Null => storage::Value::Null,
+            Value::Integer(n) => storage::Value::Integer(n),
+            Value::Real(f) => storage::Value::Real(f),
+            Value::Text(s) => storage::Value::Text(s),
+            Value::Blob(b) => storage::Value::Blob(b),
+            Value::Boolean(b) => storage::Value::Boolean(b),
+        })
+        .collect()
+}
+
+fn to_wit(rows: storage::RowSet) -> RowSet {
+    let convert = |v| match v {
+        storage::Value::Null => Value::Null,
+        storage::Value::Integer(n) => Value::Integer(n),
+        storage::Value::Real(f) => Value::Real(f),
+        storage::Value::Text(s) => Value::Text(s),
+        storage::Value::Blob(b) => Value::Blob(b),
+        storage::Value::Boolean(b) => Value::Boolean(b),
+    };
+    RowSet {
+        columns: rows.columns,
+        rows: rows.rows.into_iter().map(|r| r.into_iter().map(convert).collect()).collect(),
+    }
+}

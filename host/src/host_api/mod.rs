@@ -1,0 +1,85 @@
+//! Host interfaces: what a handler component imports from the host
+//! (`database`, `log`, `config`, and the minimal WASI a std guest needs),
+//! implemented over the per-request [`RequestState`].
+//!
+//! The WIT bindings are generated here, once, for the whole host.
+
+mod config;
+mod database;
+mod log;
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::storage::Database;
+
+pub use database::MAX_OPEN_TRANSACTIONS;
+
+pub mod bindings {
+    //! Generated from `wit/petstore.wit`.
+    wasmtime::component::bindgen!({
+        world: "pet-handler",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "petstore:api/database.transaction": crate::storage::Transaction,
+        },
+    });
+}
+
+/// Settings a handler may read (the `config` interface).
+#[derive(Debug, Clone)]
+pub struct HandlerSettings {
+    pub api_version: String,
+    pub pagination_limit: u32,
+    pub pagination_max: u32,
+}
+
+/// What every request's host state shares: built once at start.
+pub struct Shared {
+    pub database: Database,
+    pub settings: HandlerSettings,
+}
+
+/// The host state of one request's store.
+pub struct RequestState {
+    shared: Arc<Shared>,
+    /// Correlates the component's log lines with the request's.
+    request_id: Arc<str>,
+    component: Arc<str>,
+    table: ResourceTable,
+    wasi: WasiCtx,
+    open_transactions: usize,
+}
+
+impl RequestState {
+    pub fn new(shared: Arc<Shared>, request_id: Arc<str>, component: Arc<str>) -> Self {
+        RequestState {
+            shared,
+            request_id,
+            component,
+            table: ResourceTable::new(),
+            // Nothing granted: no env, args, files or sockets; stdio discarded.
+            wasi: WasiCtx::builder().build(),
+            open_transactions: 0,
+        }
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Add every host interface to `linker`.
+pub fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    bindings::petstore::api::database::add_to_linker::<_, HasSelf<RequestState>>(linker, |s| s)?;
+    bindings::petstore::api::log::add_to_linker::<_, HasSelf<RequestState>>(linker, |s| s)?;
+    bindings::petstore::api::config::add_to_linker::<_, HasSelf<RequestState>>(linker, |s| s)?;
+    Ok(())
+}

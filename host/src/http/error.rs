@@ -1,0 +1,83 @@
+//! The host's own error answers, and the one place where every host-side
+//! failure becomes an HTTP response: `{"error":{"code","message"}}`.
+//! Internal detail is logged where it happens, never put in a body.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use thiserror::Error;
+
+use crate::runtime::InvokeError;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("no route for this path")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the body must be sent as {0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("the body could not be read")]
+    BadBody,
+    #[error("no healthy handler for this route; retry shortly")]
+    Unavailable,
+    #[error("the handler failed")]
+    ComponentFailed,
+    #[error("the handler did not answer in time")]
+    Timeout,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::BadBody => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::ComponentFailed => (StatusCode::INTERNAL_SERVER_ERROR, "component_failed"),
+            ApiError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(err: InvokeError) -> Self {
+        match err {
+            InvokeError::Saturated => ApiError::Unavailable,
+            InvokeError::Timeout => ApiError::Timeout,
+            InvokeError::Trap(_) => ApiError::ComponentFailed,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        let mut resp = json_response(status, &body);
+        match self {
+            ApiError::MethodNotAllowed(allow) => {
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Unavailable => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// A JSON answer with the contract's content type.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    resp
+}

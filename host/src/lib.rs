@@ -1,0 +1,25 @@
+//! The Pet Store host: serves HTTP and runs the business logic as Wasm
+//! components on wasmtime.
+//!
+//! # Layout
+//! Layers, each using only those below it:
+//! - [`http`]: the HTTP edge: middleware (request id, access log, CORS,
+//!   API version), host endpoints (health, OpenAPI), errors → responses, and
+//!   the dispatch of `/api/v1/...` to a component.
+//! - [`routing`]: the route table (`routes.toml`): path prefix → component.
+//! - [`runtime`]: the engine, loaded components, per-request instances under a
+//!   deadline and a memory cap.
+//! - [`host_api`]: what components import: `database`, `log`, `config`, WASI.
+//! - [`storage`]: the database (sqlx) behind one small API, with migrations.
+//!
+//! Beside them: [`config`] (environment), [`logging`] (JSON lines) and
+//! [`server`] (start-up and the serve loop).
+
+pub mod config;
+pub mod host_api;
+pub mod http;
+pub mod logging;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod storage;

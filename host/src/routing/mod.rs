@@ -1,0 +1,145 @@
+//! The route table: which component answers which path prefix, read from
+//! `routes.toml` in the components folder. Pure, and tested alone.
+//!
+//! ```toml
+//! [routes]
+//! "/api/v1/pets" = "pets.wasm"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Paths the host answers itself; no component may claim them.
+const RESERVED: &[&str] = &["/api/v1/health", "/api/v1/openapi.json"];
+const API_ROOT: &str = "/api/v1";
+
+#[derive(Debug, Error)]
+pub enum RouteError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a valid route table: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("route {prefix:?}: {reason}")]
+    Invalid { prefix: String, reason: String },
+}
+
+/// One prefix and the component that serves it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub prefix: String,
+    /// The component's name: its file name without extension.
+    pub component: String,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// Longest prefix first, so the first match is the most specific.
+    routes: Vec<Route>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    routes: BTreeMap<String, String>,
+}
+
+impl RouteTable {
+    /// Read `routes.toml` from `dir`; component files are relative to `dir`.
+    pub fn load(dir: &Path) -> Result<RouteTable, RouteError> {
+        let path = dir.join("routes.toml");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| RouteError::Read { path: path.display().to_string(), source })?;
+        RouteTable::parse(&text, dir).map_err(|e| match e {
+            RouteError::Parse { reason, .. } => RouteError::Parse { path: path.display().to_string(), reason },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str, dir: &Path) -> Result<RouteTable, RouteError> {
+        let file: RoutesFile =
+            toml::from_str(text).map_err(|e| RouteError::Parse { path: String::new(), reason: e.to_string() })?;
+        let mut routes = Vec::new();
+        for (prefix, file) in file.routes {
+            let invalid = |reason: &str| RouteError::Invalid { prefix: prefix.clone(), reason: reason.to_string() };
+            if !prefix.starts_with(&format!("{API_ROOT}/")) || prefix.ends_with('/') {
+                return Err(invalid("must start with /api/v1/ and not end with /"));
+            }
+            if RESERVED.iter().any(|r| matches_prefix(r, &prefix) || matches_prefix(&prefix, r)) {
+                return Err(invalid("overlaps a path the host answers itself"));
+            }
+            let component = Path::new(&file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|s| !s.is_empty() && file.ends_with(".wasm") && !file.contains('/'))
+                .ok_or_else(|| invalid("the component must be a file name ending in .wasm"))?;
+            routes.push(Route { prefix, component, file: dir.join(&file) });
+        }
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(RouteTable { routes })
+    }
+
+    /// The route with the longest prefix that `path` falls under, on a segment boundary.
+    pub fn resolve(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| matches_prefix(path, &r.prefix))
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Each component once, with its file.
+    pub fn components(&self) -> Vec<(String, PathBuf)> {
+        let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for r in &self.routes {
+            seen.entry(r.component.clone()).or_insert_with(|| r.file.clone());
+        }
+        seen.into_iter().collect()
+    }
+}
+
+/// `/a/b` is under `/a` but `/ab` is not.
+fn matches_prefix(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Result<RouteTable, RouteError> {
+        RouteTable::parse(text, Path::new("/c"))
+    }
+
+    #[test]
+    fn longest_prefix_wins_on_segment_boundaries() {
+        let t = table("[routes]\n\"/api/v1/store\" = \"orders.wasm\"\n\"/api/v1/store/special\" = \"special.wasm\"\n\"/api/v1/pets\" = \"pets.wasm\"\n").unwrap();
+        assert_eq!(t.resolve("/api/v1/pets").unwrap().component, "pets");
+        assert_eq!(t.resolve("/api/v1/pets/3").unwrap().component, "pets");
+        assert_eq!(t.resolve("/api/v1/store/special/x").unwrap().component, "special");
+        assert_eq!(t.resolve("/api/v1/store/inventory").unwrap().component, "orders");
+        assert!(t.resolve("/api/v1/petsx").is_none());
+        assert!(t.resolve("/api/v1").is_none());
+        assert_eq!(t.resolve("/api/v1/pets").unwrap().file, Path::new("/c/pets.wasm"));
+    }
+
+    #[test]
+    fn bad_tables_are_refused_when_loaded() {
+        assert!(matches!(table("[routes]\n\"/pets\" = \"pets.wasm\""), Err(RouteError::Invalid { .. })));
+        assert!(matches!(table("[routes]\n\"/api/v1/pets/\" = \"pets.wasm\""), Err(RouteError::Invalid { .. })));
+        assert!(matches!(table("[routes]\n\"/api/v1/health\" = \"h.wasm\""), Err(RouteError::Invalid { .. })));
+        assert!(matches!(table("[routes]\n\"/api/v1/x\" = \"../x.wasm\""), Err(RouteError::Invalid { .. })));
+        assert!(matches!(table("[routes]\n\"/api/v1/x\" = \"x.so\""), Err(RouteError::Invalid { .. })));
+        assert!(matches!(table("[routes]\n\"/api/v1/x\" = \"x.wasm\"\n\"/api/v1/x\" = \"y.wasm\""), Err(RouteError::Parse { .. })));
+        assert!(matches!(table("routes = 3"), Err(RouteError::Parse { .. })));
+    }
+
+    #[test]
+    fn a_component_serving_two_prefixes_is_listed_once() {
+        let t = table("[routes]\n\"/api/v1/orders\" = \"orders.wasm\"\n\"/api/v1/store\" = \"orders.wasm\"\n").unwrap();
+        assert_eq!(t.components().len(), 1);
+    }
+}

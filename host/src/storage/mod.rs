@@ -1,0 +1,179 @@
+//! Storage: the service's database behind one small API (query, execute,
+//! transactions) with backend-neutral values and errors. The host's
+//! `database` interface is a thin layer over this; nothing here knows WIT.
+
+mod sqlite;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A parameter or column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+    Boolean(bool),
+}
+
+/// Rows of a query. `columns` is empty when there are no rows.
+#[derive(Debug, Default)]
+pub struct RowSet {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// Why a statement failed, in the classes a handler must tell apart.
+#[derive(Debug, Error)]
+pub enum DbError {
+    #[error("constraint violation: {0}")]
+    Constraint(String),
+    #[error("database busy: {0}")]
+    Busy(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        use sqlx::error::ErrorKind;
+        match &err {
+            sqlx::Error::Database(db) => {
+                let message = db.message().to_string();
+                match db.kind() {
+                    ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::NotNullViolation
+                    | ErrorKind::CheckViolation => DbError::Constraint(message),
+                    _ if is_contention(db.code().as_deref()) => DbError::Busy(message),
+                    _ => DbError::Other(message),
+                }
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => DbError::Unavailable(err.to_string()),
+            _ => DbError::Other(err.to_string()),
+        }
+    }
+}
+
+/// SQLite BUSY / LOCKED (and their extended codes); PostgreSQL serialization
+/// failure and deadlock.
+fn is_contention(code: Option<&str>) -> bool {
+    match code {
+        Some("40001" | "40P01") => true,
+        Some(c) => c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
+        None => false,
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// The connection pool of the configured backend.
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(sqlite::Sqlite),
+}
+
+/// An open transaction; dropping it rolls back.
+pub enum Transaction {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl Database {
+    /// Open the database named by `url` and bring its schema up to date.
+    pub async fn open(url: &str, options: &PoolOptions) -> Result<Database, DbError> {
+        if url.starts_with("sqlite:") {
+            Ok(Database::Sqlite(sqlite::Sqlite::open(url, options).await?))
+        } else {
+            Err(DbError::Other(format!("unsupported database URL scheme in {}", redact(url))))
+        }
+    }
+
+    pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+        match self {
+            Database::Sqlite(db) => db.query(sql, params).await,
+        }
+    }
+
+    pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        match self {
+            Database::Sqlite(db) => db.execute(sql, params).await,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Transaction, DbError> {
+        match self {
+            Database::Sqlite(db) => Ok(Transaction::Sqlite(db.begin().await?)),
+        }
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.query("SELECT 1", Vec::new()).await.map(drop)
+    }
+}
+
+impl Transaction {
+    pub async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+        match self {
+            Transaction::Sqlite(tx) => sqlite::query(&mut **tx, sql, params).await,
+        }
+    }
+
+    pub async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        match self {
+            Transaction::Sqlite(tx) => sqlite::execute(&mut **tx, sql, params).await,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Transaction::Sqlite(tx) => Ok(tx.commit().await?),
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite://petstore.db"), "sqlite://petstore.db");
+    }
+
+    #[test]
+    fn contention_codes_are_busy() {
+        assert!(is_contention(Some("5")));
+        assert!(is_contention(Some("517")));
+        assert!(is_contention(Some("40P01")));
+        assert!(!is_contention(Some("19")));
+        assert!(!is_contention(None));
+    }
+}

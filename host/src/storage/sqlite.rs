@@ -1,0 +1,107 @@
+//! The SQLite backend: WAL, a busy timeout, foreign keys on, and
+//! `BEGIN IMMEDIATE` transactions so a read-then-write never deadlocks.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Column, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+
+use super::{DbError, PoolOptions, RowSet, Value};
+
+/// How long a writer waits for the write lock before answering `busy`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Sqlite {
+    pool: SqlitePool,
+}
+
+impl Sqlite {
+    pub async fn open(url: &str, options: &PoolOptions) -> Result<Sqlite, DbError> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| DbError::Other(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| DbError::Other(format!("migration failed: {e}")))?;
+        Ok(Sqlite { pool })
+    }
+
+    pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+        let mut conn = self.pool.acquire().await?;
+        query(&mut conn, sql, params).await
+    }
+
+    pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        let mut conn = self.pool.acquire().await?;
+        execute(&mut conn, sql, params).await
+    }
+
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, DbError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn bind(sql: &str, params: Vec<Value>) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    let mut q = sqlx::query(sql);
+    for p in params {
+        q = match p {
+            Value::Null => q.bind(None::<i64>),
+            Value::Integer(n) => q.bind(n),
+            Value::Real(f) => q.bind(f),
+            Value::Text(s) => q.bind(s),
+            Value::Blob(b) => q.bind(b),
+            Value::Boolean(b) => q.bind(b),
+        };
+    }
+    q
+}
+
+pub async fn query(conn: &mut SqliteConnection, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+    let rows = bind(sql, params).fetch_all(conn).await?;
+    let columns = match rows.first() {
+        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
+        None => Vec::new(),
+    };
+    let rows = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
+    Ok(RowSet { columns, rows })
+}
+
+pub async fn execute(conn: &mut SqliteConnection, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+    Ok(bind(sql, params).execute(conn).await?.rows_affected())
+}
+
+/// Decode by each value's storage class; an INTEGER in a column declared
+/// BOOLEAN becomes a boolean, as PostgreSQL would answer.
+fn decode_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let storage = raw.type_info().name().to_string();
+            Ok(match storage.as_str() {
+                "INTEGER" | "BOOLEAN" => {
+                    let n: i64 = row.try_get_unchecked(i)?;
+                    if row.column(i).type_info().name() == "BOOLEAN" { Value::Boolean(n != 0) } else { Value::Integer(n) }
+                }
+                "REAL" => Value::Real(row.try_get_unchecked(i)?),
+                "TEXT" => Value::Text(row.try_get_unchecked(i)?),
+                _ => Value::Blob(row.try_get_unchecked(i)?),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(DbError::from)
+}
