@@ -110,10 +110,7 @@ impl Config {
         }
         let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://petstore.db".into());
         if !database_url.starts_with("sqlite:") {
-            return Err(ConfigError {
-                variable: "DATABASE_URL",
-                message: "must start with sqlite:".into(),
-            });
+            return Err(ConfigError { variable: "DATABASE_URL", message: "must start with sqlite:".into() });
         }
         Ok(Config {
             port: number(&get, "PORT", 8080, 0, u16::MAX.into())? as u16,
@@ -137,7 +134,13 @@ impl Config {
 }
 
 /// An integer variable in `min..=max`, or `default` when unset.
-fn number(get: &impl Fn(&str) -> Option<String>, variable: &'static str, default: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
     let Some(raw) = get(variable) else { return Ok(default) };
     match raw.trim().parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use petstore_host::config::Config;
 use petstore_host::{logging, server};
 
-const USAGE: &str = "usage: petstore [serve]\n\nServes the Pet Store API; configuration comes from the environment (see README.md).";
+const USAGE: &str =
+    "usage: petstore [serve]\n\nServes the Pet Store API; configuration comes from the environment (see README.md).";
 
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {

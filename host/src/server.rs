@@ -33,10 +33,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             pagination_max: config.pagination_max,
         },
     });
-    let limits = PoolLimits {
-        instances: config.instance_limit,
-        memory_bytes: config.instance_memory_mb as usize * 1024 * 1024,
-    };
+    let limits =
+        PoolLimits { instances: config.instance_limit, memory_bytes: config.instance_memory_mb as usize * 1024 * 1024 };
     let timeout = config.request_timeout;
     let files = routes.components();
     // Compiling is CPU-bound; keep it off the async workers.

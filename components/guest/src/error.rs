@@ -69,10 +69,7 @@ impl ApiError {
 fn error_body(code: &str, message: &str, details: Option<&[FieldError]>) -> serde_json::Value {
     let mut error = json!({ "code": code, "message": message });
     if let Some(details) = details {
-        error["details"] = details
-            .iter()
-            .map(|d| json!({ "field": d.field, "message": d.message }))
-            .collect();
+        error["details"] = details.iter().map(|d| json!({ "field": d.field, "message": d.message })).collect();
     }
     json!({ "error": error })
 }

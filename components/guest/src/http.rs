@@ -31,14 +31,7 @@ impl Request {
             })
             .collect();
         let query = raw_query.iter().map(|(k, v)| (percent_decode(k), percent_decode(v))).collect();
-        Request {
-            method: req.method,
-            path: req.path,
-            raw_query,
-            query,
-            body: req.body,
-            request_id: req.request_id,
-        }
+        Request { method: req.method, path: req.path, raw_query, query, body: req.body, request_id: req.request_id }
     }
 
     /// The first value of a query parameter, decoded.
@@ -134,15 +127,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;

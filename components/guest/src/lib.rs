@@ -30,14 +30,13 @@ pub mod bindings {
     });
 }
 
-pub use bindings::exports::petstore::api::handler::Guest as Handler;
 pub use bindings::export_handler;
+pub use bindings::exports::petstore::api::handler::Guest as Handler;
 pub use error::ApiError;
 pub use http::{Request, Response, serve};
 
 /// Emit a structured log line through the host (it adds the request id).
 pub fn log(level: bindings::petstore::api::log::Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> =
-        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     bindings::petstore::api::log::emit(level, message, &fields);
 }

@@ -40,11 +40,8 @@ impl Page {
         if next >= total {
             return None;
         }
-        let mut query: Vec<String> = req
-            .raw_query_without(&["limit", "offset"])
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let mut query: Vec<String> =
+            req.raw_query_without(&["limit", "offset"]).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         query.push(format!("limit={}", self.limit));
         query.push(format!("offset={next}"));
         Some(format!("<{}?{}>; rel=\"next\"", req.path, query.join("&")))

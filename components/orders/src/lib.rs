@@ -19,7 +19,9 @@ const COLUMNS: &str = "id, pet_id, quantity, status, created_at, updated_at";
 struct Orders;
 
 impl Handler for Orders {
-    fn handle(req: bindings::exports::petstore::api::handler::Request) -> bindings::exports::petstore::api::handler::Response {
+    fn handle(
+        req: bindings::exports::petstore::api::handler::Request,
+    ) -> bindings::exports::petstore::api::handler::Response {
         serve(req, route)
     }
 }
@@ -180,13 +182,13 @@ fn advance(req: &Request, id: i64) -> Result<Response, ApiError> {
         &[Value::Integer(id), Value::Text(status.clone()), Value::Text(now.clone())],
     )?;
     let updated = rows.rows.first().map(|r| Order::from_row(r)).transpose()?.ok_or(ApiError::Internal)?;
-    if status == "delivered" {
-        if let Some(pet_id) = order.pet_id {
-            tx.run(
-                "UPDATE pets SET status = 'sold', updated_at = $2 WHERE id = $1",
-                &[Value::Integer(pet_id), Value::Text(now)],
-            )?;
-        }
+    if status == "delivered"
+        && let Some(pet_id) = order.pet_id
+    {
+        tx.run(
+            "UPDATE pets SET status = 'sold', updated_at = $2 WHERE id = $1",
+            &[Value::Integer(pet_id), Value::Text(now)],
+        )?;
     }
     db::commit(tx)?;
     Ok(Response::json(200, &updated))

@@ -18,7 +18,9 @@ const COLUMNS: &str = "id, name, species, tags, status, created_at, updated_at";
 struct Pets;
 
 impl Handler for Pets {
-    fn handle(req: bindings::exports::petstore::api::handler::Request) -> bindings::exports::petstore::api::handler::Response {
+    fn handle(
+        req: bindings::exports::petstore::api::handler::Request,
+    ) -> bindings::exports::petstore::api::handler::Response {
         serve(req, route)
     }
 }
@@ -153,7 +155,8 @@ fn list(req: &Request) -> Result<Response, ApiError> {
     }
     if let Some(tag) = req.query("tag") {
         params.push(Value::Text(tag.to_string()));
-        filters.push(format!("EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${})", params.len()));
+        filters
+            .push(format!("EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${})", params.len()));
     }
     let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
 

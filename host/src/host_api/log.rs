@@ -11,8 +11,11 @@ const MAX_FIELDS: usize = 16;
 impl Host for RequestState {
     async fn emit(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
         let message = truncate(&message, MAX_MESSAGE);
-        let fields: Vec<String> =
-            fields.iter().take(MAX_FIELDS).map(|(k, v)| format!("{}={}", truncate(k, 64), truncate(v, MAX_MESSAGE))).collect();
+        let fields: Vec<String> = fields
+            .iter()
+            .take(MAX_FIELDS)
+            .map(|(k, v)| format!("{}={}", truncate(k, 64), truncate(v, MAX_MESSAGE)))
+            .collect();
         let fields = fields.join(" ");
         let (request_id, component) = (&*self.request_id, &*self.component);
         match level {

@@ -49,8 +49,7 @@ pub async fn cors(State(origins): State<CorsOrigins>, req: Request, next: Next) 
     } else {
         let mut resp = next.run(req).await;
         if allowed.is_some() {
-            resp.headers_mut()
-                .insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
+            resp.headers_mut().insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
         }
         resp
     };

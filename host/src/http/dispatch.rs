@@ -35,12 +35,8 @@ async fn run(app: &App, component: &str, req: Request) -> Result<Response, ApiEr
     let component = app.runtime.component(component).ok_or(ApiError::Unavailable)?;
     check_content_type(&req)?;
     let (parts, body) = req.into_parts();
-    let request_id = parts
-        .headers
-        .get(super::request_id::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let request_id =
+        parts.headers.get(super::request_id::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body = read_body(&parts.headers, body).await?;
     let request = wit::Request {
         method: parts.method.as_str().to_owned(),
@@ -83,7 +79,8 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
 
 /// Read at most [`BODY_LIMIT`] bytes, whether or not `Content-Length` was sent.
 async fn read_body(headers: &http::HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
     }

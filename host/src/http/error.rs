@@ -77,7 +77,6 @@ impl IntoResponse for ApiError {
 /// A JSON answer with the contract's content type.
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     resp
 }

@@ -49,8 +49,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
 
 pub async fn openapi() -> Response {
     let mut resp = OPENAPI.into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     answered(resp, "/api/v1/openapi.json")
 }
 

@@ -78,7 +78,7 @@ impl RouteTable {
                 .ok_or_else(|| invalid("the component must be a file name ending in .wasm"))?;
             routes.push(Route { prefix, component, file: dir.join(&file) });
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(RouteTable { routes })
     }
 
@@ -133,7 +133,10 @@ mod tests {
         assert!(matches!(table("[routes]\n\"/api/v1/health\" = \"h.wasm\""), Err(RouteError::Invalid { .. })));
         assert!(matches!(table("[routes]\n\"/api/v1/x\" = \"../x.wasm\""), Err(RouteError::Invalid { .. })));
         assert!(matches!(table("[routes]\n\"/api/v1/x\" = \"x.so\""), Err(RouteError::Invalid { .. })));
-        assert!(matches!(table("[routes]\n\"/api/v1/x\" = \"x.wasm\"\n\"/api/v1/x\" = \"y.wasm\""), Err(RouteError::Parse { .. })));
+        assert!(matches!(
+            table("[routes]\n\"/api/v1/x\" = \"x.wasm\"\n\"/api/v1/x\" = \"y.wasm\""),
+            Err(RouteError::Parse { .. })
+        ));
         assert!(matches!(table("routes = 3"), Err(RouteError::Parse { .. })));
     }
 

@@ -30,13 +30,23 @@ pub struct LoadedComponent {
 }
 
 impl LoadedComponent {
-    pub fn from_file(engine: &Engine, linker: &Linker<RequestState>, path: &Path) -> Result<LoadedComponent, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    pub fn from_file(
+        engine: &Engine,
+        linker: &Linker<RequestState>,
+        path: &Path,
+    ) -> Result<LoadedComponent, LoadError> {
+        let bytes =
+            std::fs::read(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         LoadedComponent::from_bytes(engine, linker, &name, &bytes)
     }
 
-    pub fn from_bytes(engine: &Engine, linker: &Linker<RequestState>, name: &str, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
+    pub fn from_bytes(
+        engine: &Engine,
+        linker: &Linker<RequestState>,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<LoadedComponent, LoadError> {
         let component = Component::new(engine, bytes)
             .map_err(|e| LoadError::Compile { name: name.to_string(), reason: format!("{e:#}") })?;
         let mismatch = |e: wasmtime::Error| LoadError::Mismatch { name: name.to_string(), reason: format!("{e:#}") };

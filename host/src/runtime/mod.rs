@@ -103,7 +103,8 @@ impl Runtime {
             .await
             .map_err(|_| InvokeError::Saturated)?
             .map_err(|_| InvokeError::Saturated)?;
-        let state = RequestState::new(self.shared.clone(), Arc::from(request.request_id.as_str()), component.name.clone());
+        let state =
+            RequestState::new(self.shared.clone(), Arc::from(request.request_id.as_str()), component.name.clone());
         let mut store = Store::new(&self.engine, state);
         // Yield to the executor every epoch tick: a busy guest cannot starve
         // other requests, and the timeout below can fire.

@@ -129,13 +129,13 @@ impl Database {
 impl Transaction {
     pub async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         match self {
-            Transaction::Sqlite(tx) => sqlite::query(&mut **tx, sql, params).await,
+            Transaction::Sqlite(tx) => sqlite::query(tx, sql, params).await,
         }
     }
 
     pub async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         match self {
-            Transaction::Sqlite(tx) => sqlite::execute(&mut **tx, sql, params).await,
+            Transaction::Sqlite(tx) => sqlite::execute(tx, sql, params).await,
         }
     }
 

@@ -95,7 +95,11 @@ fn decode_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
             Ok(match storage.as_str() {
                 "INTEGER" | "BOOLEAN" => {
                     let n: i64 = row.try_get_unchecked(i)?;
-                    if row.column(i).type_info().name() == "BOOLEAN" { Value::Boolean(n != 0) } else { Value::Integer(n) }
+                    if row.column(i).type_info().name() == "BOOLEAN" {
+                        Value::Boolean(n != 0)
+                    } else {
+                        Value::Integer(n)
+                    }
                 }
                 "REAL" => Value::Real(row.try_get_unchecked(i)?),
                 "TEXT" => Value::Text(row.try_get_unchecked(i)?),

@@ -12,7 +12,9 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 struct Misbehave;
 
 impl Handler for Misbehave {
-    fn handle(req: bindings::exports::petstore::api::handler::Request) -> bindings::exports::petstore::api::handler::Response {
+    fn handle(
+        req: bindings::exports::petstore::api::handler::Request,
+    ) -> bindings::exports::petstore::api::handler::Response {
         serve(req, |req| {
             let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
             match req.segments_after("/api/v1/misbehave").unwrap_or_default().as_slice() {

@@ -1,0 +1,80 @@
+//! A component that traps, loops forever or allocates without bound gets
+//! its request answered 500 / 504 / 500 in bounded time; the host keeps
+//! serving everyone else, and no data written before is lost.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::Server;
+
+fn server() -> Server {
+    Server::builder().with_misbehave().env("REQUEST_TIMEOUT_MS", "500").env("INSTANCE_MEMORY_MB", "32").start()
+}
+
+#[tokio::test]
+async fn a_trap_is_a_500_and_nothing_else_is_touched() {
+    let s = server();
+    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let a = s.get("/api/v1/misbehave/trap").await;
+    a.assert_error(500, "component_failed");
+    assert!(!a.text.contains("panicked") && !a.text.contains("wasm"), "nothing internal leaks: {}", a.text);
+    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
+    assert_eq!(s.get("/api/v1/misbehave/counter").await.status, 200, "the component itself still serves");
+}
+
+#[tokio::test]
+async fn an_endless_loop_times_out_with_504_while_others_are_served() {
+    let s = server();
+    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let started = Instant::now();
+    // More spinning guests than cores: they must still not starve the host.
+    let loops = futures::future::join_all((0..4).map(|_| s.get("/api/v1/misbehave/loop")));
+    let others = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        let a = s.get(&format!("/api/v1/pets/{id}")).await;
+        (a, t.elapsed())
+    };
+    let (loops, (other, other_took)) = tokio::join!(loops, others);
+    for a in &loops {
+        a.assert_error(504, "timeout");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "timeouts took {:?}", started.elapsed());
+    assert_eq!(other.status, 200);
+    assert!(other_took < Duration::from_millis(400), "a normal request waited {other_took:?} behind spinning guests");
+    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
+}
+
+#[tokio::test]
+async fn unbounded_allocation_hits_the_memory_cap_with_500() {
+    let s = server();
+    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let started = Instant::now();
+    s.get("/api/v1/misbehave/alloc").await.assert_error(500, "component_failed");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    // Again, to show the pool slot was given back and is reusable.
+    s.get("/api/v1/misbehave/alloc").await.assert_error(500, "component_failed");
+    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.status, 200);
+    assert_eq!(s.get("/api/v1/pets").await.body["total"], 1);
+}
+
+#[tokio::test]
+async fn every_request_gets_a_fresh_instance() {
+    let s = server();
+    for _ in 0..3 {
+        let a = s.get("/api/v1/misbehave/counter").await;
+        assert_eq!(a.body["calls"], 1, "state leaked between requests: {}", a.text);
+    }
+}
+
+#[tokio::test]
+async fn many_failures_leave_the_host_healthy() {
+    let s = server();
+    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let traps = futures::future::join_all((0..50).map(|_| s.get("/api/v1/misbehave/trap"))).await;
+    assert!(traps.iter().all(|a| a.status == 500));
+    assert_eq!(s.get("/api/v1/health/ready").await.status, 200);
+    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
+}

@@ -1,0 +1,243 @@
+//! Boots the real `petstore` binary for end-to-end tests: a free port, a
+//! fresh SQLite file, the built components, and the log lines it prints.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Components built by `scripts/build-components` (override with `PETSTORE_COMPONENTS`).
+pub fn built_components() -> PathBuf {
+    let dir = std::env::var_os("PETSTORE_COMPONENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/components"));
+    assert!(
+        dir.join("pets.wasm").exists(),
+        "no built components in {}: run scripts/build-components (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+pub struct ServerBuilder {
+    env: Vec<(String, String)>,
+    misbehave: bool,
+    data_dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl ServerBuilder {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Also route `/api/v1/misbehave` to the test component that traps,
+    /// loops and hoards memory on request.
+    pub fn with_misbehave(mut self) -> Self {
+        self.misbehave = true;
+        self
+    }
+
+    /// Reuse the database (and components folder) of an earlier server.
+    pub fn data_of(mut self, other: &Server) -> Self {
+        self.data_dir = Some(other.dir.clone());
+        self
+    }
+
+    pub fn start(self) -> Server {
+        let dir = self.data_dir.clone().unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
+        let components = dir.path().join("components");
+        if !components.exists() {
+            lay_out_components(&components, self.misbehave);
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_petstore"));
+        cmd.current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", "0")
+            .env("ADMIN_PORT", "0")
+            .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("petstore.db").display()))
+            .env("COMPONENTS_DIR", &components)
+            .env("LOG_LEVEL", "info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn petstore");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let errors = Arc::new(Mutex::new(String::new()));
+        let err_sink = errors.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                err_sink.lock().unwrap().push_str(&line);
+                err_sink.lock().unwrap().push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("petstore did not start: {}\n{}", errors.lock().unwrap(), logs.lock().unwrap().join("\n"));
+            }
+        };
+        let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port in listening line");
+        Server { child, base: format!("http://127.0.0.1:{port}"), port, logs, dir, client: reqwest::Client::new() }
+    }
+}
+
+fn lay_out_components(to: &Path, misbehave: bool) {
+    let from = built_components();
+    std::fs::create_dir_all(to).expect("components dir");
+    for file in ["pets.wasm", "orders.wasm"] {
+        std::fs::copy(from.join(file), to.join(file)).expect("copy component");
+    }
+    let mut routes = std::fs::read_to_string(from.join("routes.toml")).expect("routes.toml");
+    if misbehave {
+        std::fs::copy(from.join("testing/misbehave.wasm"), to.join("misbehave.wasm")).expect("copy misbehave");
+        routes.push_str("\"/api/v1/misbehave\" = \"misbehave.wasm\"\n");
+    }
+    std::fs::write(to.join("routes.toml"), routes).expect("write routes.toml");
+}
+
+/// A running host, killed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub port: u16,
+    logs: Arc<Mutex<Vec<String>>>,
+    dir: Arc<tempfile::TempDir>,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder { env: Vec::new(), misbehave: false, data_dir: None }
+    }
+
+    pub fn start() -> Server {
+        Server::builder().start()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        Answer::read(self.client.get(self.url(path)).send().await.expect("GET")).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        Answer::read(self.client.delete(self.url(path)).send().await.expect("DELETE")).await
+    }
+
+    /// Send `body` as JSON with `method`.
+    pub async fn send(&self, method: &str, path: &str, body: &Value) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let resp = self
+            .client
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        Answer::read(resp).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send("POST", path, body).await
+    }
+
+    /// Create a pet and return its id.
+    pub async fn create_pet(&self, body: &Value) -> i64 {
+        let a = self.post("/api/v1/pets", body).await;
+        assert_eq!(a.status, 201, "create pet: {}", a.body);
+        a.body["id"].as_i64().expect("id")
+    }
+
+    /// Log lines printed so far, parsed.
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Send SIGTERM and wait for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.wait(within)
+    }
+
+    pub fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "petstore did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, headers, body, text }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Assert the contract's error shape and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.body["error"]["code"], code, "{}", self.text);
+        assert!(self.body["error"]["message"].is_string(), "{}", self.text);
+        assert!(
+            self.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+            "error without JSON content type: {:?}",
+            self.header("content-type")
+        );
+    }
+}
