@@ -26,24 +26,31 @@ async fn a_trap_is_a_500_and_nothing_else_is_touched() {
 
 #[tokio::test]
 async fn an_endless_loop_times_out_with_504_while_others_are_served() {
-    let s = server();
+    let s = Server::builder().with_misbehave().env("REQUEST_TIMEOUT_MS", "3000").start();
     let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
     let started = Instant::now();
     // More spinning guests than cores: they must still not starve the host.
-    let loops = futures::future::join_all((0..4).map(|_| s.get("/api/v1/misbehave/loop")));
+    let loops = futures::future::join_all((0..4).map(|_| async {
+        let a = s.get("/api/v1/misbehave/loop").await;
+        (a, Instant::now())
+    }));
+    // Meanwhile, normal requests one after another: every one must be
+    // answered while the guests still spin, i.e. before the first 504.
     let others = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let t = Instant::now();
-        let a = s.get(&format!("/api/v1/pets/{id}")).await;
-        (a, t.elapsed())
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            statuses.push(s.get(&format!("/api/v1/pets/{id}")).await.status);
+        }
+        (statuses, Instant::now())
     };
-    let (loops, (other, other_took)) = tokio::join!(loops, others);
-    for a in &loops {
+    let (loops, (statuses, others_done)) = tokio::join!(loops, others);
+    for (a, _) in &loops {
         a.assert_error(504, "timeout");
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "timeouts took {:?}", started.elapsed());
-    assert_eq!(other.status, 200);
-    assert!(other_took < Duration::from_millis(400), "a normal request waited {other_took:?} behind spinning guests");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let first_timeout = loops.iter().map(|(_, t)| *t).min().unwrap();
+    assert!(others_done < first_timeout, "normal requests waited until the spinning guests were stopped");
+    assert!(started.elapsed() < Duration::from_secs(15), "timeouts took {:?}", started.elapsed());
     assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
 }
 
@@ -53,7 +60,7 @@ async fn unbounded_allocation_hits_the_memory_cap_with_500() {
     let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
     let started = Instant::now();
     s.get("/api/v1/misbehave/alloc").await.assert_error(500, "component_failed");
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     // Again, to show the pool slot was given back and is reusable.
     s.get("/api/v1/misbehave/alloc").await.assert_error(500, "component_failed");
     assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.status, 200);
