@@ -73,3 +73,47 @@ fn help_and_unknown_commands() {
     let bad = Command::new(env!("CARGO_BIN_EXE_petstore")).arg("frobnicate").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+async fn components(s: &support::Server) -> serde_json::Value {
+    let list = s.client.get(s.admin_url("/admin/components")).bearer_auth("t").send().await.unwrap();
+    list.json::<serde_json::Value>().await.unwrap()["components"].clone()
+}
+
+fn precompiled(list: &serde_json::Value, name: &str) -> bool {
+    list.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()["precompiled"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn precompiled_components_are_loaded_without_compiling() {
+    let s = support::Server::builder().precompiled().env("ADMIN_TOKEN", "t").start();
+    let list = components(&s).await;
+    assert!(precompiled(&list, "pets") && precompiled(&list, "orders"), "{list}");
+    assert_eq!(s.get("/api/v1/pets").await.status, 200);
+    let artifacts = std::fs::read_dir(s.components_dir())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm"))
+        .count();
+    assert_eq!(artifacts, 2);
+}
+
+#[tokio::test]
+async fn a_stale_or_corrupt_artifact_is_never_used() {
+    let first = support::Server::builder().precompiled().env("ADMIN_TOKEN", "t").start();
+    let dir = first.components_dir();
+    // pets.wasm changes after compiling: its artifact is for other bytes.
+    std::fs::write(dir.join("pets.wasm"), support::test_component("version_a.wasm")).unwrap();
+    // orders' artifact is damaged.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("orders.") && path.extension().unwrap() == "cwasm" {
+            std::fs::write(&path, b"not an artifact").unwrap();
+        }
+    }
+    let s = support::Server::builder().data_of(&first).env("ADMIN_TOKEN", "t").start();
+    drop(first);
+    let list = components(&s).await;
+    assert!(!precompiled(&list, "pets") && !precompiled(&list, "orders"), "{list}");
+    assert_eq!(s.get("/api/v1/pets").await.body["version"], "version-a", "the new bytes serve");
+    assert_eq!(s.get("/api/v1/store/inventory").await.status, 200);
+    assert!(s.logs().iter().any(|l| l["message"].as_str().unwrap_or("").contains("does not fit this engine")));
+}

@@ -63,6 +63,13 @@ pub struct Config {
     pub instance_limit: u32,
     /// `INSTANCE_MEMORY_MB`: the linear memory one instance may grow to.
     pub instance_memory_mb: u32,
+    /// `SHUTDOWN_GRACE_MS`: after SIGTERM, how long the listener keeps
+    /// accepting (readiness already 503) so load balancers deregister the pod.
+    pub shutdown_grace: Duration,
+    /// `SHUTDOWN_DRAIN_MS`: then, how long in-flight requests may take to finish.
+    pub shutdown_drain: Duration,
+    /// `COMPONENTS_WATCH`: swap in a component file that changes on disk.
+    pub components_watch: bool,
 }
 
 impl Config {
@@ -129,7 +136,20 @@ impl Config {
             db_acquire_timeout: Duration::from_millis(number(&get, "DB_ACQUIRE_TIMEOUT_MS", 3000, 1, 600_000)?.into()),
             instance_limit: number(&get, "INSTANCE_LIMIT", 128, 1, 10_000)?,
             instance_memory_mb: number(&get, "INSTANCE_MEMORY_MB", 64, 1, 4096)?,
+            shutdown_grace: Duration::from_millis(number(&get, "SHUTDOWN_GRACE_MS", 5000, 0, 600_000)?.into()),
+            shutdown_drain: Duration::from_millis(number(&get, "SHUTDOWN_DRAIN_MS", 20_000, 0, 600_000)?.into()),
+            components_watch: flag(&get, "COMPONENTS_WATCH", false)?,
         })
+    }
+}
+
+/// A boolean variable (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`).
+fn flag(get: &impl Fn(&str) -> Option<String>, variable: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match get(variable).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError { variable, message: format!("{other:?} is not true or false") }),
     }
 }
 
@@ -176,6 +196,8 @@ mod tests {
             ("ENVIRONMENT", "prod"),
             ("CORS_ORIGINS", "example.com"),
             ("DATABASE_URL", "mysql://x"),
+            ("COMPONENTS_WATCH", "maybe"),
+            ("SHUTDOWN_DRAIN_MS", "forever"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{var}={value}");

@@ -12,14 +12,16 @@
 //! - [`host_api`]: what components import: `database`, `log`, `config`, WASI.
 //! - [`storage`]: the database (sqlx) behind one small API, with migrations.
 //!
-//! Beside them: [`config`] (environment), [`logging`] (JSON lines) and
-//! [`server`] (start-up and the serve loop).
+//! Beside them: [`config`] (environment), [`telemetry`] (JSON logs and
+//! Prometheus metrics, used by every layer), [`server`] (start-up, the serve
+//! loop, graceful shutdown) and [`precompile`] (`petstore compile`).
 
 pub mod config;
 pub mod host_api;
 pub mod http;
-pub mod logging;
+pub mod precompile;
 pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod telemetry;

@@ -3,14 +3,25 @@
 use std::process::ExitCode;
 
 use petstore_host::config::Config;
-use petstore_host::{logging, server};
+use petstore_host::telemetry::logging;
+use petstore_host::{precompile, server};
 
-const USAGE: &str =
-    "usage: petstore [serve]\n\nServes the Pet Store API; configuration comes from the environment (see README.md).";
+const USAGE: &str = "usage: petstore [serve | compile]
+
+  serve     serve the Pet Store API (the default)
+  compile   precompile the components in COMPONENTS_DIR for a fast start
+
+Configuration comes from the environment (see README.md).";
+
+enum Command {
+    Serve,
+    Compile,
+}
 
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        None | Some("serve") => {}
+    let command = match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => Command::Serve,
+        Some("compile") => Command::Compile,
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -19,7 +30,7 @@ fn main() -> ExitCode {
             eprintln!("petstore: unknown command {other:?}\n{USAGE}");
             return ExitCode::from(2);
         }
-    }
+    };
     // Errors that carry a backtrace (anyhow, wasmtime traps) would capture and
     // symbolize one per guest trap when RUST_BACKTRACE is set: costly in time
     // and memory on a hot path. Panics still get backtraces from RUST_BACKTRACE.
@@ -35,6 +46,28 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&config.log_level);
+    match command {
+        Command::Compile => compile(&config),
+        Command::Serve => serve(config),
+    }
+}
+
+fn compile(config: &Config) -> ExitCode {
+    match precompile::precompile(config) {
+        Ok(written) => {
+            for artifact in written {
+                println!("{}", artifact.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("petstore compile: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {

@@ -1,6 +1,13 @@
-//! Start-up and the serve loop: open the database, load the route table and
-//! every component (failing before listening if anything is wrong), then
-//! serve the public port until SIGTERM or SIGINT.
+//! Start-up, the serve loop and shutdown.
+//!
+//! Start-up opens the database, loads the route table and every component
+//! (failing before listening if anything is wrong), then serves the public
+//! and admin ports. Shutdown, on SIGTERM or SIGINT, goes in three phases:
+//! 1. draining: readiness answers 503 at once, but the listener keeps
+//!    accepting for `SHUTDOWN_GRACE_MS`, while load balancers deregister us;
+//! 2. closing: no new connections; in-flight requests finish, for at most
+//!    `SHUTDOWN_DRAIN_MS`;
+//! 3. exit 0.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,15 +15,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::host_api::{HandlerSettings, Shared};
-use crate::http::{self, App, CorsOrigins};
+use crate::http::{self, Admin, App, CorsOrigins};
 use crate::routing::RouteTable;
-use crate::runtime::{PoolLimits, Runtime};
+use crate::runtime::{self, PoolLimits, Runtime};
 use crate::storage::{self, Database, PoolOptions};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Draining,
+    Closing,
+}
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new()?);
     let database = Database::open(
         &config.database_url,
         &PoolOptions { max_connections: config.db_pool_size, acquire_timeout: config.db_acquire_timeout },
@@ -32,44 +49,110 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             pagination_limit: config.pagination_limit,
             pagination_max: config.pagination_max,
         },
+        metrics: metrics.clone(),
     });
-    let limits =
-        PoolLimits { instances: config.instance_limit, memory_bytes: config.instance_memory_mb as usize * 1024 * 1024 };
+    let limits = pool_limits(&config);
     let timeout = config.request_timeout;
     let files = routes.components();
+    let runtime_metrics = metrics.clone();
+    let load_files = files.clone();
     // Compiling is CPU-bound; keep it off the async workers.
     let runtime = tokio::task::spawn_blocking(move || {
-        let files: Vec<(String, &std::path::Path)> = files.iter().map(|(n, p)| (n.clone(), p.as_path())).collect();
-        Runtime::new(limits, timeout, shared, &files)
+        let files: Vec<(String, &std::path::Path)> = load_files.iter().map(|(n, p)| (n.clone(), p.as_path())).collect();
+        Runtime::new(limits, timeout, shared, runtime_metrics, &files)
     })
     .await??;
+    let runtime = Arc::new(runtime);
     for route in routes.routes() {
         tracing::info!(prefix = route.prefix, component = route.component, "route loaded");
     }
 
     let draining = Arc::new(AtomicBool::new(false));
     let app = Arc::new(App {
-        runtime: Arc::new(runtime),
-        routes,
+        runtime: runtime.clone(),
+        routes: routes.clone(),
         api_version: config.api_version.clone(),
         environment: config.environment.as_str(),
         draining: draining.clone(),
+        metrics: metrics.clone(),
     });
-    let router = http::public_router(app, CorsOrigins(config.cors_origins.clone().into()))?;
+    let public = http::public_router(app, CorsOrigins(config.cors_origins.clone().into()))?;
+    let admin = http::admin_router(Arc::new(Admin {
+        runtime: runtime.clone(),
+        routes,
+        metrics: metrics.clone(),
+        token: config.admin_token.clone(),
+    }));
 
-    let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.port)))
-        .await
-        .with_context(|| format!("cannot listen on port {}", config.port))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            draining.store(true, Ordering::Relaxed);
-            tracing::info!("shutting down: draining in-flight requests");
-        })
-        .await?;
-    tracing::info!("stopped");
+    let public_listener = listen(config.port).await?;
+    let admin_listener = listen(config.admin_port).await?;
+    tracing::info!(
+        addr = %public_listener.local_addr()?,
+        admin_addr = %admin_listener.local_addr()?,
+        admin_api = config.admin_token.is_some(),
+        "listening"
+    );
+
+    let watcher = config.components_watch.then(|| tokio::spawn(runtime::watch(runtime.clone(), files)));
+    let admin_server = tokio::spawn(async move { axum::serve(admin_listener, admin).await });
+
+    let (phase_tx, phase) = watch::channel(Phase::Serving);
+    let grace = config.shutdown_grace;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        draining.store(true, Ordering::Relaxed);
+        let _ = phase_tx.send(Phase::Draining);
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: readiness is 503, still accepting");
+        tokio::time::sleep(grace).await;
+        let _ = phase_tx.send(Phase::Closing);
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    });
+    let closing = reached(phase.clone(), Phase::Closing);
+    let mut public_server =
+        tokio::spawn(async move { axum::serve(public_listener, public).with_graceful_shutdown(closing).await });
+
+    tokio::select! {
+        served = &mut public_server => {
+            // The server stopped without a shutdown signal: an I/O failure.
+            served??;
+        }
+        _ = reached(phase, Phase::Closing) => {
+            match tokio::time::timeout(config.shutdown_drain, &mut public_server).await {
+                Ok(served) => served??,
+                Err(_) => tracing::warn!(
+                    drain_ms = config.shutdown_drain.as_millis() as u64,
+                    "drain deadline passed; stopping with requests still in flight"
+                ),
+            }
+        }
+    }
+    admin_server.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    tracing::info!(in_flight = metrics.http_in_flight.get(), abandoned = metrics.http_abandoned.get(), "stopped");
     Ok(())
+}
+
+pub fn pool_limits(config: &Config) -> PoolLimits {
+    PoolLimits { instances: config.instance_limit, memory_bytes: config.instance_memory_mb as usize * 1024 * 1024 }
+}
+
+async fn listen(port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+        .await
+        .with_context(|| format!("cannot listen on port {port}"))
+}
+
+/// Resolves once the shutdown has reached `target`.
+async fn reached(mut phase: watch::Receiver<Phase>, target: Phase) {
+    let rank = |p: Phase| p as u8;
+    // An error means the sender is gone: shutdown can no longer progress.
+    while rank(*phase.borrow_and_update()) < rank(target) {
+        if phase.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// SIGTERM (what Kubernetes and container runtimes send, also to PID 1) or SIGINT.

@@ -26,7 +26,9 @@ pub fn built_components() -> PathBuf {
 
 pub struct ServerBuilder {
     env: Vec<(String, String)>,
-    misbehave: bool,
+    /// Extra routes: prefix, file under build/components/testing, name to serve it as.
+    test_routes: Vec<(String, String, String)>,
+    precompile: bool,
     data_dir: Option<Arc<tempfile::TempDir>>,
 }
 
@@ -38,8 +40,19 @@ impl ServerBuilder {
 
     /// Also route `/api/v1/misbehave` to the test component that traps,
     /// loops and hoards memory on request.
-    pub fn with_misbehave(mut self) -> Self {
-        self.misbehave = true;
+    pub fn with_misbehave(self) -> Self {
+        self.with_test_component("/api/v1/misbehave", "misbehave.wasm", "misbehave")
+    }
+
+    /// Also route `prefix` to a test component, served under `name`.
+    pub fn with_test_component(mut self, prefix: &str, file: &str, name: &str) -> Self {
+        self.test_routes.push((prefix.into(), file.into(), name.into()));
+        self
+    }
+
+    /// Run `petstore compile` on the components folder before starting.
+    pub fn precompiled(mut self) -> Self {
+        self.precompile = true;
         self
     }
 
@@ -53,7 +66,15 @@ impl ServerBuilder {
         let dir = self.data_dir.clone().unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
         let components = dir.path().join("components");
         if !components.exists() {
-            lay_out_components(&components, self.misbehave);
+            lay_out_components(&components, &self.test_routes);
+        }
+        if self.precompile {
+            let out = Command::new(env!("CARGO_BIN_EXE_petstore"))
+                .arg("compile")
+                .env("COMPONENTS_DIR", &components)
+                .output()
+                .expect("petstore compile");
+            assert!(out.status.success(), "petstore compile: {}", String::from_utf8_lossy(&out.stderr));
         }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_petstore"));
         cmd.current_dir(dir.path())
@@ -77,7 +98,8 @@ impl ServerBuilder {
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
                     && v["message"] == "listening"
                 {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                    let port = |key: &str| v[key].as_str().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
+                    let _ = tx.send((port("addr"), port("admin_addr")));
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -91,30 +113,42 @@ impl ServerBuilder {
                 err_sink.lock().unwrap().push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
+        let (port, admin_port) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((Some(port), Some(admin_port))) => (port, admin_port),
+            _ => {
                 let _ = child.kill();
                 panic!("petstore did not start: {}\n{}", errors.lock().unwrap(), logs.lock().unwrap().join("\n"));
             }
         };
-        let port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port in listening line");
-        Server { child, base: format!("http://127.0.0.1:{port}"), port, logs, dir, client: reqwest::Client::new() }
+        Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            admin_port,
+            logs,
+            dir,
+            client: reqwest::Client::new(),
+        }
     }
 }
 
-fn lay_out_components(to: &Path, misbehave: bool) {
+fn lay_out_components(to: &Path, test_routes: &[(String, String, String)]) {
     let from = built_components();
     std::fs::create_dir_all(to).expect("components dir");
     for file in ["pets.wasm", "orders.wasm"] {
         std::fs::copy(from.join(file), to.join(file)).expect("copy component");
     }
     let mut routes = std::fs::read_to_string(from.join("routes.toml")).expect("routes.toml");
-    if misbehave {
-        std::fs::copy(from.join("testing/misbehave.wasm"), to.join("misbehave.wasm")).expect("copy misbehave");
-        routes.push_str("\"/api/v1/misbehave\" = \"misbehave.wasm\"\n");
+    for (prefix, file, name) in test_routes {
+        std::fs::copy(from.join("testing").join(file), to.join(format!("{name}.wasm"))).expect("copy test component");
+        routes.push_str(&format!("\"{prefix}\" = \"{name}.wasm\"\n"));
     }
     std::fs::write(to.join("routes.toml"), routes).expect("write routes.toml");
+}
+
+/// A built test component's bytes (build/components/testing/FILE).
+pub fn test_component(file: &str) -> Vec<u8> {
+    std::fs::read(built_components().join("testing").join(file)).expect("test component")
 }
 
 /// A running host, killed on drop.
@@ -122,6 +156,7 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub port: u16,
+    pub admin_port: u16,
     logs: Arc<Mutex<Vec<String>>>,
     dir: Arc<tempfile::TempDir>,
     pub client: reqwest::Client,
@@ -129,7 +164,7 @@ pub struct Server {
 
 impl Server {
     pub fn builder() -> ServerBuilder {
-        ServerBuilder { env: Vec::new(), misbehave: false, data_dir: None }
+        ServerBuilder { env: Vec::new(), test_routes: Vec::new(), precompile: false, data_dir: None }
     }
 
     pub fn start() -> Server {
@@ -142,6 +177,32 @@ impl Server {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    /// The components folder this server reads.
+    pub fn components_dir(&self) -> PathBuf {
+        self.dir.path().join("components")
+    }
+
+    /// Scrape `/metrics`: each sample line as (series, value).
+    pub async fn metrics(&self) -> std::collections::HashMap<String, f64> {
+        let text =
+            self.client.get(self.admin_url("/metrics")).send().await.expect("scrape").text().await.expect("text");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -175,6 +236,12 @@ impl Server {
         let a = self.post("/api/v1/pets", body).await;
         assert_eq!(a.status, 201, "create pet: {}", a.body);
         a.body["id"].as_i64().expect("id")
+    }
+
+    /// The raw log lines, still filled in (by the reader thread) after the
+    /// server has exited.
+    pub fn log_lines(&self) -> Arc<Mutex<Vec<String>>> {
+        self.logs.clone()
     }
 
     /// Log lines printed so far, parsed.

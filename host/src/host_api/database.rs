@@ -1,23 +1,37 @@
 //! The `database` interface: thin conversions between WIT values and the
 //! storage layer, and the per-request cap on open transactions.
 
+use std::future::Future;
+use std::time::Instant;
+
 use wasmtime::component::Resource;
 
 use super::RequestState;
 use super::bindings::petstore::api::database::{Error, Host, HostTransaction, RowSet, Value};
 use crate::storage::{self, DbError, Transaction};
+use crate::telemetry::Metrics;
 
 /// Open transactions one request may hold; each pins a pooled connection.
 pub const MAX_OPEN_TRANSACTIONS: usize = 2;
 
+/// Run a database call and record its duration under `operation`.
+async fn timed<T>(metrics: &Metrics, operation: &str, call: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = call.await;
+    metrics.db_duration.with_label_values(&[operation]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
 impl Host for RequestState {
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
-        let rows = self.shared.database.query(&sql, to_storage(params)).await?;
+        let shared = self.shared.clone();
+        let rows = timed(&shared.metrics, "query", shared.database.query(&sql, to_storage(params))).await?;
         Ok(to_wit(rows))
     }
 
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
-        Ok(self.shared.database.execute(&sql, to_storage(params)).await?)
+        let shared = self.shared.clone();
+        Ok(timed(&shared.metrics, "execute", shared.database.execute(&sql, to_storage(params))).await?)
     }
 }
 
@@ -26,26 +40,29 @@ impl HostTransaction for RequestState {
         if self.open_transactions >= MAX_OPEN_TRANSACTIONS {
             return Err(Error::Other(format!("at most {MAX_OPEN_TRANSACTIONS} transactions may be open at once")));
         }
-        let tx = self.shared.database.begin().await?;
+        let shared = self.shared.clone();
+        let tx = timed(&shared.metrics, "begin", shared.database.begin()).await?;
         let handle = self.table.push(tx).map_err(|e| Error::Other(e.to_string()))?;
         self.open_transactions += 1;
         Ok(handle)
     }
 
     async fn query(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
+        let shared = self.shared.clone();
         let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
-        Ok(to_wit(tx.query(&sql, to_storage(params)).await?))
+        Ok(to_wit(timed(&shared.metrics, "query", tx.query(&sql, to_storage(params))).await?))
     }
 
     async fn execute(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<u64, Error> {
+        let shared = self.shared.clone();
         let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
-        Ok(tx.execute(&sql, to_storage(params)).await?)
+        Ok(timed(&shared.metrics, "execute", tx.execute(&sql, to_storage(params))).await?)
     }
 
     async fn commit(&mut self, tx: Resource<Transaction>) -> Result<(), Error> {
         let tx = self.table.delete(tx).map_err(|e| Error::Other(e.to_string()))?;
         self.open_transactions -= 1;
-        Ok(tx.commit().await?)
+        Ok(timed(&self.shared.clone().metrics, "commit", tx.commit()).await?)
     }
 
     /// Dropping an uncommitted transaction rolls it back (sqlx does so when

@@ -14,6 +14,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::storage::Database;
+use crate::telemetry::Metrics;
 
 pub use database::MAX_OPEN_TRANSACTIONS;
 
@@ -42,6 +43,7 @@ pub struct HandlerSettings {
 pub struct Shared {
     pub database: Database,
     pub settings: HandlerSettings,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The host state of one request's store.

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 
-use super::access_log::Answered;
 use super::error::ApiError;
+use super::observe::Answered;
 use super::{App, BODY_LIMIT};
 use crate::host_api::bindings::exports::petstore::api::handler as wit;
 

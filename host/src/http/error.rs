@@ -28,6 +28,12 @@ pub enum ApiError {
     Timeout,
     #[error("internal error")]
     Internal,
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    #[error("the admin API is disabled: set ADMIN_TOKEN to enable it")]
+    AdminDisabled,
+    #[error("the component was refused and the running version keeps serving: {0}")]
+    ComponentRejected(String),
 }
 
 impl ApiError {
@@ -42,6 +48,9 @@ impl ApiError {
             ApiError::ComponentFailed => (StatusCode::INTERNAL_SERVER_ERROR, "component_failed"),
             ApiError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::AdminDisabled => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::ComponentRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
         }
     }
 }
@@ -67,6 +76,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Unauthorized => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }

@@ -11,8 +11,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
 use super::App;
-use super::access_log::Answered;
 use super::error::json_response;
+use super::observe::Answered;
 
 /// A readiness probe must answer well inside the kubelet's timeout.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);

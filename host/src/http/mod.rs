@@ -3,24 +3,25 @@
 //!
 //! 1. catch panics → `500 internal` JSON, so a host bug never drops a connection;
 //! 2. request id: drop an invalid client id, set one if missing, echo it back;
-//! 3. access log: one line per request, carrying the id;
+//! 3. observe: one log line and the RED metrics per request;
 //! 4. `X-API-Version` on every answer;
 //! 5. CORS (answers preflights itself);
 //! 6. routes: health, the OpenAPI document, and everything else to
 //!    [`dispatch`], which hands `/api/v1/...` to a component.
 
-mod access_log;
+mod admin;
 mod cors;
 mod dispatch;
 pub mod error;
 mod health;
+mod observe;
 mod request_id;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state, map_request};
+use axum::middleware::{from_fn_with_state, map_request};
 use axum::routing::get;
 use http::{HeaderName, HeaderValue};
 use tower::ServiceBuilder;
@@ -30,7 +31,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::routing::RouteTable;
 use crate::runtime::Runtime;
+use crate::telemetry::Metrics;
 
+pub use admin::{Admin, admin_router};
 pub use cors::CorsOrigins;
 
 /// The public port's body limit (API.md): 64 KiB, counted as received.
@@ -44,11 +47,13 @@ pub struct App {
     pub environment: &'static str,
     /// Set when shutdown begins: readiness answers 503 from then on.
     pub draining: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The public API's router with every edge layer.
 pub fn public_router(app: Arc<App>, cors_origins: CorsOrigins) -> anyhow::Result<Router> {
     let api_version = HeaderValue::from_str(&app.api_version)?;
+    let metrics = app.metrics.clone();
     let routes = Router::new()
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/health/live", get(health::live))
@@ -66,7 +71,7 @@ pub fn public_router(app: Arc<App>, cors_origins: CorsOrigins) -> anyhow::Result
         .layer(map_request(request_id::drop_invalid))
         .layer(SetRequestIdLayer::new(request_id::X_REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(request_id::X_REQUEST_ID))
-        .layer(from_fn(access_log::log_request))
+        .layer(from_fn_with_state(metrics, observe::observe))
         .layer(SetResponseHeaderLayer::overriding(HeaderName::from_static("x-api-version"), api_version))
         .layer(from_fn_with_state(cors_origins, cors::cors));
     Ok(routes.layer(edge))

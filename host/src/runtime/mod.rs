@@ -1,25 +1,30 @@
 //! The component runtime: one engine and linker for the process, every
-//! routed component loaded and checked at start, and [`Runtime::invoke`],
-//! which runs one request in a fresh instance under a deadline.
+//! routed component loaded and checked at start and swappable while
+//! serving, and [`Runtime::invoke`], which runs one request in a fresh
+//! instance under a deadline.
 
 mod component;
 mod engine;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-pub use component::{LoadError, LoadedComponent};
-pub use engine::PoolLimits;
+pub use component::{LoadError, LoadedComponent, Origin, precompiled_path, sha256_hex};
+pub use engine::{PoolLimits, build as build_engine};
+pub use watch::watch;
 
 use crate::host_api::bindings::exports::petstore::api::handler::{Request, Response};
 use crate::host_api::{self, RequestState, Shared};
+use crate::telemetry::Metrics;
 
 /// How long a request waits for a free instance slot before 503.
 const INSTANCE_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -35,11 +40,23 @@ pub enum InvokeError {
     Trap(String),
 }
 
+#[derive(Debug, Error)]
+pub enum SwapError {
+    #[error("no routed component is named {0:?}")]
+    Unknown(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
 pub struct Runtime {
     engine: Engine,
     linker: Linker<RequestState>,
-    components: HashMap<Arc<str>, Arc<LoadedComponent>>,
+    /// The routed components by name. The set of names is fixed at start;
+    /// each entry swaps atomically: a request holds the `Arc` it started
+    /// with, new requests get the newest.
+    components: HashMap<Arc<str>, ArcSwap<LoadedComponent>>,
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     /// One permit per pool slot, so a full pool queues briefly and then
     /// answers 503 instead of failing instantiation.
     slots: Arc<Semaphore>,
@@ -54,6 +71,7 @@ impl Runtime {
         limits: PoolLimits,
         timeout: Duration,
         shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
         files: &[(String, &Path)],
     ) -> anyhow::Result<Runtime> {
         let engine = engine::build(limits)?;
@@ -62,7 +80,8 @@ impl Runtime {
         let mut components = HashMap::new();
         for (name, path) in files {
             let loaded = LoadedComponent::from_file(&engine, &linker, path)?;
-            components.insert(Arc::from(name.as_str()), Arc::new(loaded));
+            tracing::info!(component = name, origin = ?loaded.origin, digest = loaded.digest, "component loaded");
+            components.insert(Arc::from(name.as_str()), ArcSwap::from_pointee(loaded));
         }
         let ticker = engine::EpochTicker::start(engine.clone())?;
         Ok(Runtime {
@@ -70,30 +89,58 @@ impl Runtime {
             linker,
             components,
             shared,
+            metrics,
             slots: Arc::new(Semaphore::new(limits.instances as usize)),
             timeout,
             _ticker: ticker,
         })
     }
 
+    /// The component serving `name` right now.
     pub fn component(&self, name: &str) -> Option<Arc<LoadedComponent>> {
-        self.components.get(name).cloned()
+        self.components.get(name).map(|c| c.load_full())
     }
 
-    pub fn component_names(&self) -> impl Iterator<Item = &str> {
-        self.components.keys().map(|k| &**k)
+    /// Every routed component, by name.
+    pub fn components(&self) -> Vec<Arc<LoadedComponent>> {
+        let mut all: Vec<_> = self.components.values().map(|c| c.load_full()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     pub fn shared(&self) -> &Shared {
         &self.shared
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    pub fn linker(&self) -> &Linker<RequestState> {
-        &self.linker
+    /// Compile `bytes`, check them against the world, and make them the
+    /// component `name`. CPU-bound: call from a blocking thread. On any
+    /// failure the running version keeps serving.
+    pub fn replace(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedComponent>, SwapError> {
+        let started = Instant::now();
+        let result = match self.components.get(name) {
+            None => Err(SwapError::Unknown(name.to_string())),
+            Some(slot) => match LoadedComponent::from_bytes(&self.engine, &self.linker, name, bytes) {
+                Ok(loaded) => {
+                    let loaded = Arc::new(loaded);
+                    slot.store(loaded.clone());
+                    Ok(loaded)
+                }
+                Err(err) => Err(SwapError::Load(err)),
+            },
+        };
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(loaded) => {
+                self.metrics.swaps.with_label_values(&[name, "ok"]).inc();
+                tracing::info!(component = name, digest = loaded.digest, took_ms, "component swapped");
+            }
+            Err(SwapError::Unknown(_)) => {}
+            Err(err) => {
+                self.metrics.swaps.with_label_values(&[name, "rejected"]).inc();
+                tracing::warn!(component = name, error = %err, took_ms, "component swap refused; the old version keeps serving");
+            }
+        }
+        result
     }
 
     /// Run `request` in a fresh instance of `component`. A trap, a timeout
@@ -103,6 +150,7 @@ impl Runtime {
             .await
             .map_err(|_| InvokeError::Saturated)?
             .map_err(|_| InvokeError::Saturated)?;
+        let name = &*component.name;
         let state =
             RequestState::new(self.shared.clone(), Arc::from(request.request_id.as_str()), component.name.clone());
         let mut store = Store::new(&self.engine, state);
@@ -115,12 +163,20 @@ impl Runtime {
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))));
 
         let run = async {
+            let started = Instant::now();
             let handler = component.pre.instantiate_async(&mut store).await?;
+            self.metrics.instantiation.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
             handler.petstore_api_handler().call_handle(&mut store, &request).await
         };
         match tokio::time::timeout(self.timeout, run).await {
-            Err(_) => Err(InvokeError::Timeout),
-            Ok(Err(trap)) => Err(InvokeError::Trap(format!("{trap:#}"))),
+            Err(_) => {
+                self.metrics.timeouts.with_label_values(&[name]).inc();
+                Err(InvokeError::Timeout)
+            }
+            Ok(Err(trap)) => {
+                self.metrics.traps.with_label_values(&[name]).inc();
+                Err(InvokeError::Trap(format!("{trap:#}")))
+            }
             Ok(Ok(response)) => Ok(response),
         }
     }

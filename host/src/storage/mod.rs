@@ -120,6 +120,13 @@ impl Database {
         }
     }
 
+    /// Connections open in the pool, and how many of them are idle.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match self {
+            Database::Sqlite(db) => db.pool_stats(),
+        }
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.query("SELECT 1", Vec::new()).await.map(drop)

@@ -38,6 +38,10 @@ impl Sqlite {
         Ok(Sqlite { pool })
     }
 
+    pub fn pool_stats(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         let mut conn = self.pool.acquire().await?;
         query(&mut conn, sql, params).await

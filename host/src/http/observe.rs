@@ -1,0 +1,92 @@
+//! One JSON log line and the RED metrics per request: request id, method,
+//! route, status, latency and the component that answered.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::Method;
+
+use super::request_id::X_REQUEST_ID;
+use crate::telemetry::Metrics;
+
+/// Set on a response by whoever answered it: the route template (bounded
+/// cardinality, unlike the path) and the component, if one ran.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub route: String,
+    pub component: Option<Arc<str>>,
+}
+
+/// Counts a request in flight while it lives; one dropped before its answer
+/// was made (the client went away, or shutdown cut it) counts as abandoned.
+struct InFlight {
+    metrics: Arc<Metrics>,
+    answered: bool,
+}
+
+impl InFlight {
+    fn start(metrics: Arc<Metrics>) -> InFlight {
+        metrics.http_in_flight.inc();
+        InFlight { metrics, answered: false }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.http_in_flight.dec();
+        if !self.answered {
+            self.metrics.http_abandoned.inc();
+        }
+    }
+}
+
+pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let mut in_flight = InFlight::start(metrics.clone());
+    let start = Instant::now();
+    let method = method_label(req.method());
+    let path = req.uri().path().to_owned();
+    let request_id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let resp = next.run(req).await;
+    in_flight.answered = true;
+    let elapsed = start.elapsed().as_secs_f64();
+    let answered = resp.extensions().get::<Answered>();
+    let route = answered.map(|a| a.route.as_str()).unwrap_or("unmatched");
+    let status = resp.status();
+
+    let status_label = status.as_str();
+    metrics.http_requests.with_label_values(&[route, method, status_label]).inc();
+    metrics.http_duration.with_label_values(&[route, method]).observe(elapsed);
+    if status.is_server_error() {
+        metrics.http_errors.with_label_values(&[route, method, status_label]).inc();
+    }
+    tracing::info!(
+        target: "access",
+        request_id,
+        method,
+        path,
+        route,
+        component = answered.and_then(|a| a.component.as_deref()).unwrap_or(""),
+        status = status.as_u16(),
+        latency_ms = elapsed * 1000.0,
+        "request"
+    );
+    resp
+}
+
+/// Known methods by name; anything else as `other`, so a client cannot
+/// grow the label set.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

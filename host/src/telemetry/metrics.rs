@@ -1,0 +1,114 @@
+//! The host's Prometheus metrics, one registry per process. The names are
+//! the contract in docs/metrics.md, which the alerts in k8s/ rely on.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Request latency buckets (seconds): fine below 10 ms where the service
+/// lives, with a boundary at 0.5 s for the p95 > 500 ms alert.
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Instantiation and database calls are far below a millisecond when well.
+const FAST_BUCKETS: &[f64] =
+    &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0];
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub http_errors: IntCounterVec,
+    pub http_in_flight: IntGauge,
+    pub http_abandoned: IntCounter,
+    pub instantiation: HistogramVec,
+    pub traps: IntCounterVec,
+    pub timeouts: IntCounterVec,
+    pub swaps: IntCounterVec,
+    pub db_duration: HistogramVec,
+    pub db_pool: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str], buckets: &[f64]| -> prometheus::Result<HistogramVec> {
+                let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let metrics = Metrics {
+            http_requests: counter(
+                "petstore_http_requests_total",
+                "Requests answered on the public port.",
+                &["route", "method", "status"],
+            )?,
+            http_duration: histogram(
+                "petstore_http_request_duration_seconds",
+                "Time from request to response head.",
+                &["route", "method"],
+                LATENCY_BUCKETS,
+            )?,
+            http_errors: counter(
+                "petstore_http_request_errors_total",
+                "Requests answered with a 5xx.",
+                &["route", "method", "status"],
+            )?,
+            http_in_flight: {
+                let g = IntGauge::new("petstore_http_requests_in_flight", "Requests being answered right now.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            http_abandoned: {
+                let c = IntCounter::new(
+                    "petstore_http_requests_abandoned_total",
+                    "Requests dropped before an answer was made (client gone, or cut at shutdown).",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            instantiation: histogram(
+                "petstore_component_instantiation_seconds",
+                "Time to instantiate a component for one request.",
+                &["component"],
+                FAST_BUCKETS,
+            )?,
+            traps: counter("petstore_component_traps_total", "Requests whose handler trapped.", &["component"])?,
+            timeouts: counter(
+                "petstore_component_timeouts_total",
+                "Requests whose handler ran past REQUEST_TIMEOUT_MS.",
+                &["component"],
+            )?,
+            swaps: counter("petstore_component_swaps_total", "Hot swaps of a component.", &["component", "result"])?,
+            db_duration: histogram(
+                "petstore_db_query_duration_seconds",
+                "Database calls made for components.",
+                &["operation"],
+                FAST_BUCKETS,
+            )?,
+            db_pool: {
+                let g = IntGaugeVec::new(Opts::new("petstore_db_pool_connections", "The database pool."), &["state"])?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            registry,
+        };
+        #[cfg(target_os = "linux")]
+        metrics.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(metrics)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding text into a Vec cannot fail for well-formed metric families.
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
