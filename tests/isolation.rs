@@ -85,3 +85,17 @@ async fn many_failures_leave_the_host_healthy() {
     assert_eq!(s.get("/api/v1/health/ready").await.status, 200);
     assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
 }
+
+#[tokio::test]
+async fn a_constraint_violation_is_a_clean_409_and_rolls_back() {
+    let s = server();
+    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let a = s.get("/api/v1/misbehave/constraint").await;
+    a.assert_error(409, "conflict");
+    for leak in ["INSERT", "pet_tags", "UNIQUE", "duplicate", "SQL"] {
+        assert!(!a.text.contains(leak), "the answer reveals {leak}: {}", a.text);
+    }
+    let pets = s.get("/api/v1/pets").await;
+    assert_eq!(pets.body["total"], 1, "the transaction's insert was rolled back");
+    assert_eq!(pets.body["items"][0]["id"], id);
+}

@@ -117,3 +117,12 @@ async fn a_stale_or_corrupt_artifact_is_never_used() {
     assert_eq!(s.get("/api/v1/store/inventory").await.status, 200);
     assert!(s.logs().iter().any(|l| l["message"].as_str().unwrap_or("").contains("does not fit this engine")));
 }
+
+#[test]
+fn production_refuses_sqlite_with_one_line() {
+    let out = run_with(&[("ENVIRONMENT", "production")], &support::built_components());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("DATABASE_URL") && stderr.contains("PostgreSQL"), "{stderr}");
+}

@@ -39,8 +39,12 @@ pub struct Config {
     pub port: u16,
     /// `ADMIN_PORT`: metrics and the admin API; never exposed publicly.
     pub admin_port: u16,
-    /// `DATABASE_URL`: `sqlite://…` (default `sqlite://petstore.db`).
+    /// `DATABASE_URL`: `sqlite://…` (default `sqlite://petstore.db`) or
+    /// `postgres://…` (TLS parameters such as `sslmode` and `sslrootcert` apply).
     pub database_url: String,
+    /// `DB_USER` / `DB_PASSWORD`: credentials for a PostgreSQL URL without any.
+    pub db_user: Option<String>,
+    pub db_password: Option<String>,
     pub environment: Environment,
     /// `LOG_LEVEL`: `trace` … `error` (any case), or a tracing filter directive.
     pub log_level: String,
@@ -59,6 +63,8 @@ pub struct Config {
     pub db_pool_size: u32,
     /// `DB_ACQUIRE_TIMEOUT_MS`: how long a request waits for a connection before 503.
     pub db_acquire_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_MS`: PostgreSQL's `statement_timeout`.
+    pub db_statement_timeout: Duration,
     /// `INSTANCE_LIMIT`: component instances alive at once (the pool's size).
     pub instance_limit: u32,
     /// `INSTANCE_MEMORY_MB`: the linear memory one instance may grow to.
@@ -116,13 +122,33 @@ impl Config {
             }
         }
         let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://petstore.db".into());
-        if !database_url.starts_with("sqlite:") {
-            return Err(ConfigError { variable: "DATABASE_URL", message: "must start with sqlite:".into() });
+        let sqlite = database_url.starts_with("sqlite:");
+        let postgres = database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
+        if !sqlite && !postgres {
+            return Err(ConfigError {
+                variable: "DATABASE_URL",
+                message: "must start with sqlite: or postgres://".into(),
+            });
+        }
+        if sqlite && environment == Environment::Production {
+            return Err(ConfigError {
+                variable: "DATABASE_URL",
+                message: "ENVIRONMENT=production needs PostgreSQL; SQLite is for development".into(),
+            });
+        }
+        let (db_user, db_password) = (get("DB_USER"), get("DB_PASSWORD"));
+        if postgres && (db_user.is_some() || db_password.is_some()) && url_has_credentials(&database_url) {
+            return Err(ConfigError {
+                variable: "DB_USER",
+                message: "DATABASE_URL already carries credentials; give them in one place".into(),
+            });
         }
         Ok(Config {
             port: number(&get, "PORT", 8080, 0, u16::MAX.into())? as u16,
             admin_port: number(&get, "ADMIN_PORT", 9090, 0, u16::MAX.into())? as u16,
             database_url,
+            db_user,
+            db_password,
             environment,
             log_level,
             cors_origins,
@@ -134,6 +160,9 @@ impl Config {
             admin_token: get("ADMIN_TOKEN"),
             db_pool_size: number(&get, "DB_POOL_SIZE", 8, 1, 1000)?,
             db_acquire_timeout: Duration::from_millis(number(&get, "DB_ACQUIRE_TIMEOUT_MS", 3000, 1, 600_000)?.into()),
+            db_statement_timeout: Duration::from_millis(
+                number(&get, "DB_STATEMENT_TIMEOUT_MS", 5000, 1, 600_000)?.into(),
+            ),
             instance_limit: number(&get, "INSTANCE_LIMIT", 128, 1, 10_000)?,
             instance_memory_mb: number(&get, "INSTANCE_MEMORY_MB", 64, 1, 4096)?,
             shutdown_grace: Duration::from_millis(number(&get, "SHUTDOWN_GRACE_MS", 5000, 0, 600_000)?.into()),
@@ -141,6 +170,13 @@ impl Config {
             components_watch: flag(&get, "COMPONENTS_WATCH", false)?,
         })
     }
+}
+
+/// `scheme://user[:password]@host…`
+fn url_has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.contains('@')
 }
 
 /// A boolean variable (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`).
@@ -196,6 +232,7 @@ mod tests {
             ("ENVIRONMENT", "prod"),
             ("CORS_ORIGINS", "example.com"),
             ("DATABASE_URL", "mysql://x"),
+            ("DB_STATEMENT_TIMEOUT_MS", "0"),
             ("COMPONENTS_WATCH", "maybe"),
             ("SHUTDOWN_DRAIN_MS", "forever"),
         ] {
@@ -204,6 +241,24 @@ mod tests {
         }
         let err = config(&[("PAGINATION_LIMIT", "50"), ("PAGINATION_MAX", "10")]).unwrap_err();
         assert_eq!(err.variable, "PAGINATION_LIMIT");
+    }
+
+    #[test]
+    fn production_refuses_sqlite_and_ambiguous_credentials() {
+        let err = config(&[("ENVIRONMENT", "production")]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(err.to_string().contains("PostgreSQL"));
+        let ok = config(&[
+            ("ENVIRONMENT", "production"),
+            ("DATABASE_URL", "postgres://db.internal/petstore"),
+            ("DB_USER", "u"),
+        ]);
+        assert_eq!(ok.unwrap().db_user.as_deref(), Some("u"));
+        let both = config(&[("DATABASE_URL", "postgres://a:b@db/petstore"), ("DB_USER", "u")]).unwrap_err();
+        assert_eq!(both.variable, "DB_USER");
+        assert!(
+            config(&[("DATABASE_URL", "postgresql://db/petstore?sslmode=verify-full&sslrootcert=/ca.pem")]).is_ok()
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::host_api::{HandlerSettings, Shared};
 use crate::http::{self, Admin, App, CorsOrigins};
 use crate::routing::RouteTable;
 use crate::runtime::{self, PoolLimits, Runtime};
-use crate::storage::{self, Database, PoolOptions};
+use crate::storage::{self, ConnectOptions, Database};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     let database = Database::open(
         &config.database_url,
-        &PoolOptions { max_connections: config.db_pool_size, acquire_timeout: config.db_acquire_timeout },
+        &ConnectOptions {
+            max_connections: config.db_pool_size,
+            acquire_timeout: config.db_acquire_timeout,
+            statement_timeout: config.db_statement_timeout,
+            user: config.db_user.clone(),
+            password: config.db_password.clone(),
+        },
     )
     .await
     .with_context(|| format!("cannot open the database at {}", storage::redact(&config.database_url)))?;

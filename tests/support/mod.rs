@@ -30,6 +30,7 @@ pub struct ServerBuilder {
     test_routes: Vec<(String, String, String)>,
     precompile: bool,
     data_dir: Option<Arc<tempfile::TempDir>>,
+    database_url: Option<String>,
 }
 
 impl ServerBuilder {
@@ -59,6 +60,13 @@ impl ServerBuilder {
     /// Reuse the database (and components folder) of an earlier server.
     pub fn data_of(mut self, other: &Server) -> Self {
         self.data_dir = Some(other.dir.clone());
+        self.database_url = Some(other.database_url.clone());
+        self
+    }
+
+    /// Use this database instead of a fresh one.
+    pub fn database(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_string());
         self
     }
 
@@ -76,13 +84,14 @@ impl ServerBuilder {
                 .expect("petstore compile");
             assert!(out.status.success(), "petstore compile: {}", String::from_utf8_lossy(&out.stderr));
         }
+        let database_url = self.database_url.clone().unwrap_or_else(|| fresh_database(dir.path()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_petstore"));
         cmd.current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", "0")
             .env("ADMIN_PORT", "0")
-            .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("petstore.db").display()))
+            .env("DATABASE_URL", &database_url)
             .env("COMPONENTS_DIR", &components)
             .env("LOG_LEVEL", "info");
         for (k, v) in &self.env {
@@ -127,9 +136,31 @@ impl ServerBuilder {
             admin_port,
             logs,
             dir,
+            database_url,
             client: reqwest::Client::new(),
         }
     }
+}
+
+/// The backend under test: a fresh PostgreSQL database on the server named
+/// by `PETSTORE_TEST_POSTGRES` (scripts/test sets it), else a SQLite file.
+pub fn fresh_database(dir: &Path) -> String {
+    match std::env::var("PETSTORE_TEST_POSTGRES") {
+        Ok(base) => create_postgres_database(&base),
+        Err(_) => format!("sqlite://{}", dir.join("petstore.db").display()),
+    }
+}
+
+/// Create a uniquely named database on the PostgreSQL server at `base`
+/// (a URL ending in a database name) and return its URL.
+pub fn create_postgres_database(base: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("petstore_test_{}_{n}", std::process::id());
+    let out = Command::new("psql").arg(base).arg("-qc").arg(format!("CREATE DATABASE {name}")).output().expect("psql");
+    assert!(out.status.success(), "CREATE DATABASE: {}", String::from_utf8_lossy(&out.stderr));
+    let (server, _) = base.rsplit_once('/').expect("a database URL");
+    format!("{server}/{name}")
 }
 
 fn lay_out_components(to: &Path, test_routes: &[(String, String, String)]) {
@@ -159,12 +190,19 @@ pub struct Server {
     pub admin_port: u16,
     logs: Arc<Mutex<Vec<String>>>,
     dir: Arc<tempfile::TempDir>,
+    pub database_url: String,
     pub client: reqwest::Client,
 }
 
 impl Server {
     pub fn builder() -> ServerBuilder {
-        ServerBuilder { env: Vec::new(), test_routes: Vec::new(), precompile: false, data_dir: None }
+        ServerBuilder {
+            env: Vec::new(),
+            test_routes: Vec::new(),
+            precompile: false,
+            data_dir: None,
+            database_url: None,
+        }
     }
 
     pub fn start() -> Server {

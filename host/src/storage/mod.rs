@@ -2,6 +2,7 @@
 //! transactions) with backend-neutral values and errors. The host's
 //! `database` interface is a thin layer over this; nothing here knows WIT.
 
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -51,6 +52,7 @@ impl From<sqlx::Error> for DbError {
                     | ErrorKind::NotNullViolation
                     | ErrorKind::CheckViolation => DbError::Constraint(message),
                     _ if is_contention(db.code().as_deref()) => DbError::Busy(message),
+                    _ if is_outage(db.code().as_deref()) => DbError::Unavailable(message),
                     _ => DbError::Other(message),
                 }
             }
@@ -64,39 +66,58 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// PostgreSQL: the connection is gone or the server is shutting down or
+/// starting (class 08, 57P0x).
+fn is_outage(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P0"))
+}
+
 /// SQLite BUSY / LOCKED (and their extended codes); PostgreSQL serialization
-/// failure and deadlock.
+/// failure, deadlock and statement timeout (57014).
 fn is_contention(code: Option<&str>) -> bool {
     match code {
-        Some("40001" | "40P01") => true,
+        Some("40001" | "40P01" | "57014") => true,
         Some(c) => c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
         None => false,
     }
 }
 
-/// Pool settings.
+/// How to connect, for either backend.
 #[derive(Debug, Clone)]
-pub struct PoolOptions {
+pub struct ConnectOptions {
     pub max_connections: u32,
+    /// How long a call waits for a pooled connection before `unavailable`.
     pub acquire_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` (SQLite has none).
+    pub statement_timeout: Duration,
+    /// Credentials for a URL that carries none (PostgreSQL).
+    pub user: Option<String>,
+    pub password: Option<String>,
 }
 
 /// The connection pool of the configured backend.
 #[derive(Clone)]
 pub enum Database {
     Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
 
 /// An open transaction; dropping it rolls back.
 pub enum Transaction {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
 impl Database {
-    /// Open the database named by `url` and bring its schema up to date.
-    pub async fn open(url: &str, options: &PoolOptions) -> Result<Database, DbError> {
+    /// Open the database named by `url`. SQLite is opened and migrated
+    /// before this returns (a local file: failing fast is clearest);
+    /// PostgreSQL connects and migrates in the background, so the host
+    /// starts while the database is still coming up.
+    pub async fn open(url: &str, options: &ConnectOptions) -> Result<Database, DbError> {
         if url.starts_with("sqlite:") {
             Ok(Database::Sqlite(sqlite::Sqlite::open(url, options).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Database::Postgres(postgres::Postgres::open(url, options)?))
         } else {
             Err(DbError::Other(format!("unsupported database URL scheme in {}", redact(url))))
         }
@@ -105,18 +126,21 @@ impl Database {
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         match self {
             Database::Sqlite(db) => db.query(sql, params).await,
+            Database::Postgres(db) => db.query(sql, params).await,
         }
     }
 
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         match self {
             Database::Sqlite(db) => db.execute(sql, params).await,
+            Database::Postgres(db) => db.execute(sql, params).await,
         }
     }
 
     pub async fn begin(&self) -> Result<Transaction, DbError> {
         match self {
             Database::Sqlite(db) => Ok(Transaction::Sqlite(db.begin().await?)),
+            Database::Postgres(db) => Ok(Transaction::Postgres(db.begin().await?)),
         }
     }
 
@@ -124,6 +148,7 @@ impl Database {
     pub fn pool_stats(&self) -> (u32, usize) {
         match self {
             Database::Sqlite(db) => db.pool_stats(),
+            Database::Postgres(db) => db.pool_stats(),
         }
     }
 
@@ -137,18 +162,21 @@ impl Transaction {
     pub async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         match self {
             Transaction::Sqlite(tx) => sqlite::query(tx, sql, params).await,
+            Transaction::Postgres(tx) => postgres::query(tx, sql, params).await,
         }
     }
 
     pub async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         match self {
             Transaction::Sqlite(tx) => sqlite::execute(tx, sql, params).await,
+            Transaction::Postgres(tx) => postgres::execute(tx, sql, params).await,
         }
     }
 
     pub async fn commit(self) -> Result<(), DbError> {
         match self {
             Transaction::Sqlite(tx) => Ok(tx.commit().await?),
+            Transaction::Postgres(tx) => Ok(tx.commit().await?),
         }
     }
 }
@@ -182,5 +210,6 @@ mod tests {
         assert!(is_contention(Some("40P01")));
         assert!(!is_contention(Some("19")));
         assert!(!is_contention(None));
+        assert!(is_outage(Some("08006")) && is_outage(Some("57P01")) && !is_outage(Some("23505")));
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Column, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 
-use super::{DbError, PoolOptions, RowSet, Value};
+use super::{ConnectOptions, DbError, RowSet, Value};
 
 /// How long a writer waits for the write lock before answering `busy`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,7 +18,7 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
-    pub async fn open(url: &str, options: &PoolOptions) -> Result<Sqlite, DbError> {
+    pub async fn open(url: &str, options: &ConnectOptions) -> Result<Sqlite, DbError> {
         let connect = SqliteConnectOptions::from_str(url)
             .map_err(|e| DbError::Other(format!("invalid SQLite URL: {e}")))?
             .create_if_missing(true)

@@ -1,0 +1,151 @@
+//! PostgreSQL only: the database failing well. Each test runs a PostgreSQL
+//! server of its own (scripts/pg-instance), so it can stop and start it.
+//! scripts/test runs these with `--include-ignored` on its PostgreSQL pass.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::Server;
+
+/// A private PostgreSQL server, destroyed on drop.
+struct Pg {
+    dir: String,
+    port: u16,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-instance")
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(script()).args(args).output().expect("scripts/pg-instance");
+    assert!(out.status.success(), "pg-instance {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Pg {
+    fn create(running: bool) -> Pg {
+        let out = run(if running { &["create"] } else { &["create", "--stopped"] });
+        let (dir, port) = out.split_once(' ').expect("DIR PORT");
+        Pg { dir: dir.to_string(), port: port.parse().expect("port") }
+    }
+    fn start(&self) {
+        run(&["start", &self.dir]);
+    }
+    fn stop(&self) {
+        run(&["stop", &self.dir]);
+    }
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+    fn psql(&self, sql: &str) -> String {
+        let out = Command::new("psql").arg(self.url()).args(["-tAc", sql]).output().expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["destroy", &self.dir]).output();
+    }
+}
+
+async fn wait_for_status(s: &Server, path: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if s.get(path).await.status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} did not answer {status} within 30 s");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn a_database_that_is_not_up_yet_is_waited_for() {
+    let pg = Pg::create(false);
+    let s = Server::builder().database(&pg.url()).env("DB_ACQUIRE_TIMEOUT_MS", "500").start();
+    assert_eq!(s.get("/api/v1/health/live").await.status, 200, "live never depends on the database");
+    assert_eq!(s.get("/api/v1/health/ready").await.status, 503);
+    let health = s.get("/api/v1/health").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(
+        (health.body["status"].as_str(), health.body["checks"]["database"].as_str()),
+        (Some("unavailable"), Some("error"))
+    );
+    let a = s.get("/api/v1/pets").await;
+    a.assert_error(503, "unavailable");
+    assert!(a.header("retry-after").is_some());
+
+    pg.start();
+    wait_for_status(&s, "/api/v1/health/ready", 200).await;
+    assert_eq!(s.post("/api/v1/pets", &json!({"name": "Late", "species": "dog"})).await.status, 201);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn losing_the_database_answers_503_quickly_and_recovers_without_a_restart() {
+    let pg = Pg::create(true);
+    let s = Server::builder().database(&pg.url()).env("DB_ACQUIRE_TIMEOUT_MS", "1000").start();
+    wait_for_status(&s, "/api/v1/health/ready", 200).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(s.create_pet(&json!({"name": format!("kept-{i}"), "species": "dog"})).await);
+    }
+
+    pg.stop();
+    let started = Instant::now();
+    let a = s.get(&format!("/api/v1/pets/{}", ids[0])).await;
+    a.assert_error(503, "unavailable");
+    assert!(a.header("retry-after").is_some());
+    s.post("/api/v1/pets", &json!({"name": "lost", "species": "dog"})).await.assert_error(503, "unavailable");
+    assert!(started.elapsed() < Duration::from_secs(10), "answers did not hang: {:?}", started.elapsed());
+    wait_for_status(&s, "/api/v1/health/ready", 503).await;
+    assert_eq!(s.get("/api/v1/health/live").await.status, 200);
+
+    pg.start();
+    wait_for_status(&s, "/api/v1/health/ready", 200).await;
+    for (i, id) in ids.iter().enumerate() {
+        let pet = s.get(&format!("/api/v1/pets/{id}")).await;
+        assert_eq!(pet.body["name"], format!("kept-{i}"), "a write answered 201 before the outage is still there");
+    }
+    assert_eq!(s.get("/api/v1/pets").await.body["total"], 5, "the refused write left nothing");
+    assert_eq!(s.post("/api/v1/pets", &json!({"name": "after", "species": "dog"})).await.status, 201);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn replicas_starting_together_migrate_once() {
+    let pg = Pg::create(true);
+    let url = pg.url();
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| Server::builder().database(&url).start());
+        let b = scope.spawn(|| Server::builder().database(&url).start());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    wait_for_status(&a, "/api/v1/health/ready", 200).await;
+    wait_for_status(&b, "/api/v1/health/ready", 200).await;
+    let migrations =
+        std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres")).unwrap().count();
+    assert_eq!(pg.psql("SELECT count(*) FROM _sqlx_migrations WHERE success").parse::<usize>().unwrap(), migrations);
+    let id = a.create_pet(&json!({"name": "Shared", "species": "dog"})).await;
+    assert_eq!(b.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Shared");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn db_user_and_password_fill_in_a_url_without_credentials() {
+    let pg = Pg::create(true);
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'secret'; GRANT ALL ON SCHEMA public TO app");
+    let url = format!("postgres://127.0.0.1:{}/postgres", pg.port);
+    let s = Server::builder().database(&url).env("DB_USER", "app").env("DB_PASSWORD", "secret").start();
+    wait_for_status(&s, "/api/v1/health/ready", 200).await;
+    assert_eq!(s.post("/api/v1/pets", &json!({"name": "A", "species": "b"})).await.status, 201);
+    assert_eq!(pg.psql("SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = 'petstore'"), "app");
+}
