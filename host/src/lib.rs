@@ -14,8 +14,10 @@
 //!
 //! Beside them: [`config`] (environment), [`telemetry`] (JSON logs and
 //! Prometheus metrics, used by every layer), [`server`] (start-up, the serve
-//! loop, graceful shutdown) and [`precompile`] (`petstore compile`).
+//! loop, graceful shutdown), [`precompile`] (`petstore compile`) and
+//! [`backup`] (`petstore export` / `import`).
 
+pub mod backup;
 pub mod config;
 pub mod host_api;
 pub mod http;

@@ -144,6 +144,31 @@ impl Database {
         }
     }
 
+    /// A read-only transaction that sees one snapshot for all its reads
+    /// (a backup's consistency).
+    pub async fn begin_snapshot(&self) -> Result<Transaction, DbError> {
+        match self {
+            Database::Sqlite(db) => Ok(Transaction::Sqlite(db.begin_deferred().await?)),
+            Database::Postgres(db) => {
+                let mut tx = Transaction::Postgres(db.begin().await?);
+                tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", Vec::new()).await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// Wait until the database answers and its schema is migrated.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DbError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.ping().await {
+                Ok(()) => return Ok(()),
+                Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
         match self {
@@ -171,6 +196,21 @@ impl Transaction {
             Transaction::Sqlite(tx) => sqlite::execute(tx, sql, params).await,
             Transaction::Postgres(tx) => postgres::execute(tx, sql, params).await,
         }
+    }
+
+    /// After rows were inserted with explicit ids (a restore), make the next
+    /// generated id follow the largest one. SQLite's AUTOINCREMENT does so
+    /// by itself; PostgreSQL's identity sequences do not.
+    pub async fn restart_id_sequences(&mut self) -> Result<(), DbError> {
+        if let Transaction::Postgres(_) = self {
+            for table in ["pets", "orders"] {
+                let sql = format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table}"
+                );
+                self.query(&sql, Vec::new()).await?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn commit(self) -> Result<(), DbError> {

@@ -55,6 +55,12 @@ impl Sqlite {
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, DbError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    /// A transaction that takes no lock until it reads: in WAL mode its
+    /// first read fixes the snapshot it sees, and writers are not blocked.
+    pub async fn begin_deferred(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, DbError> {
+        Ok(self.pool.begin().await?)
+    }
 }
 
 fn bind(sql: &str, params: Vec<Value>) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {

@@ -2,16 +2,29 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// Where log lines go: the service logs to stdout (what container runtimes
+/// collect); command-line tools log to stderr, keeping stdout for data.
+#[derive(Debug, Clone, Copy)]
+pub enum Output {
+    Stdout,
+    Stderr,
+}
+
 /// Install the global JSON subscriber. Fields sit at the top level of each
 /// line, so log shippers index `request_id`, `status`, … directly.
-pub fn init(level: &str) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+pub fn init(level: &str, output: Output) {
+    // sqlx reports PostgreSQL's harmless NOTICEs ("… already exists,
+    // skipping") at info: keep them out unless asked for by name.
+    let filter =
+        EnvFilter::try_new(format!("sqlx::postgres::notice=warn,{level}")).unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .init();
+        .with_env_filter(filter);
+    match output {
+        Output::Stdout => subscriber.with_writer(std::io::stdout).init(),
+        Output::Stderr => subscriber.with_writer(std::io::stderr).init(),
+    }
 }
