@@ -29,7 +29,10 @@ fn run(args: &[&str]) -> String {
 
 impl Pg {
     fn create(running: bool) -> Pg {
-        let out = run(if running { &["create"] } else { &["create", "--stopped"] });
+        Pg::create_with(if running { &["create"] } else { &["create", "--stopped"] })
+    }
+    fn create_with(args: &[&str]) -> Pg {
+        let out = run(args);
         let (dir, port) = out.split_once(' ').expect("DIR PORT");
         Pg { dir: dir.to_string(), port: port.parse().expect("port") }
     }
@@ -148,4 +151,28 @@ async fn db_user_and_password_fill_in_a_url_without_credentials() {
     wait_for_status(&s, "/api/v1/health/ready", 200).await;
     assert_eq!(s.post("/api/v1/pets", &json!({"name": "A", "species": "b"})).await.status, 201);
     assert_eq!(pg.psql("SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name = 'petstore'"), "app");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn tls_is_verified_against_the_ca_named_in_the_url() {
+    let pg = Pg::create_with(&["create", "--tls"]);
+    let url = |mode: &str, ca: &str| {
+        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode={mode}&sslrootcert={}/{ca}", pg.port, pg.dir)
+    };
+    let verified = Server::builder().database(&url("verify-full", "ca.crt")).start();
+    wait_for_status(&verified, "/api/v1/health/ready", 200).await;
+    assert_eq!(verified.post("/api/v1/pets", &json!({"name": "Tls", "species": "dog"})).await.status, 201);
+    let encrypted = "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'petstore'";
+    assert_eq!(pg.psql(encrypted), "t", "every connection of the host uses TLS");
+
+    // A server certificate the given CA did not sign: the host never connects.
+    let refused =
+        Server::builder().database(&url("verify-full", "other-ca.crt")).env("DB_ACQUIRE_TIMEOUT_MS", "500").start();
+    for _ in 0..5 {
+        assert_eq!(refused.get("/api/v1/health/ready").await.status, 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    refused.get("/api/v1/pets").await.assert_error(503, "unavailable");
+    assert_eq!(refused.get("/api/v1/health/live").await.status, 200);
 }
