@@ -33,6 +33,10 @@ enum Phase {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before anything can announce readiness: a signal that arrives early
+    // must start a graceful shutdown, not kill the process (or, as PID 1 in
+    // a container, be ignored).
+    let signals = Signals::install()?;
     let metrics = Arc::new(Metrics::new()?);
     let database = Database::open(
         &config.database_url,
@@ -105,7 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (phase_tx, phase) = watch::channel(Phase::Serving);
     let grace = config.shutdown_grace;
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.received().await;
         draining.store(true, Ordering::Relaxed);
         let _ = phase_tx.send(Phase::Draining);
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: readiness is 503, still accepting");
@@ -161,19 +165,26 @@ async fn reached(mut phase: watch::Receiver<Phase>, target: Phase) {
     }
 }
 
-/// SIGTERM (what Kubernetes and container runtimes send, also to PID 1) or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; only Ctrl-C will stop the service");
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM (what Kubernetes and container runtimes send, also to PID 1) and
+/// SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

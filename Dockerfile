@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+# The Pet Store image: a static host binary and its precompiled components
+# on an empty base, run as UID/GID 65532, read-only, no shell.
+#
+#   podman build -t petstore:dev .        (see scripts/container-test)
+
+# The build stage is pinned to the toolchain the repository pins
+# (rust-toolchain.toml): rustc 1.95.0 on Debian 12.
+ARG RUST_IMAGE=docker.io/library/rust:1.95.0-bookworm
+FROM ${RUST_IMAGE} AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV CARGO_TERM_COLOR=never CARGO_TARGET_DIR=/build/target
+WORKDIR /src
+RUN rustup target add wasm32-wasip2 x86_64-unknown-linux-musl
+COPY . .
+# musl: one static binary, nothing to find at run time. The cache mounts
+# keep crates and compiled dependencies between builds on one machine.
+RUN --mount=type=cache,id=petstore-cargo-registry,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=petstore-cargo-target,target=/build/target \
+    cargo build --locked --release --target x86_64-unknown-linux-musl -p petstore-host --bin petstore \
+ && cargo build --locked --release --target wasm32-wasip2 -p pets -p orders \
+ && mkdir -p /out/components /out/data \
+ && cp /build/target/x86_64-unknown-linux-musl/release/petstore /out/petstore \
+ && cp /build/target/wasm32-wasip2/release/pets.wasm /build/target/wasm32-wasip2/release/orders.wasm \
+       components/routes.toml /out/components/ \
+ && COMPONENTS_DIR=/out/components /out/petstore compile \
+ && chown -R 65532:65532 /out/data
+
+FROM scratch
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="petstore" \
+      org.opencontainers.image.description="The Pet Store service: a Rust host running Wasm components" \
+      org.opencontainers.image.source="https://github.com/petstore/petstore" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build --chown=0:0 /out/petstore /app/petstore
+COPY --from=build --chown=0:0 /out/components /app/components
+COPY --from=build /out/data /data
+ENV PORT=8080 \
+    ADMIN_PORT=9090 \
+    COMPONENTS_DIR=/app/components \
+    DATABASE_URL=sqlite:///data/petstore.db \
+    RUST_BACKTRACE=0
+WORKDIR /data
+USER 65532:65532
+EXPOSE 8080 9090
+VOLUME ["/data"]
+# The host handles SIGTERM itself (it is PID 1 here).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/app/petstore"]
+CMD ["serve"]
