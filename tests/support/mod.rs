@@ -85,6 +85,9 @@ impl ServerBuilder {
             assert!(out.status.success(), "petstore compile: {}", String::from_utf8_lossy(&out.stderr));
         }
         let database_url = self.database_url.clone().unwrap_or_else(|| fresh_database(dir.path()));
+        if let Ok(image) = std::env::var("PETSTORE_TEST_CONTAINER") {
+            return self.start_container(&image, dir, &components);
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_petstore"));
         cmd.current_dir(dir.path())
             .env_clear()
@@ -98,6 +101,114 @@ impl ServerBuilder {
             cmd.env(k, v);
         }
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn petstore");
+        let (port, admin_port, logs) = read_until_listening(&mut child);
+        Server {
+            process: Process::Local(child),
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            admin_port,
+            logs,
+            dir,
+            database_url,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// The same server as a container of the image under test, confined as
+    /// production runs it; the test's components folder is mounted read-only.
+    fn start_container(self, image: &str, dir: Arc<tempfile::TempDir>, components: &Path) -> Server {
+        // The container runs as 65532: let it read the (0700) temp folder.
+        use std::os::unix::fs::PermissionsExt;
+        for path in [dir.path(), components] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        for entry in std::fs::read_dir(components).expect("components") {
+            let path = entry.expect("entry").path();
+            let mode = if path.is_dir() { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--read-only".into(),
+            "--user".into(),
+            "65532:65532".into(),
+            "--cap-drop=ALL".into(),
+            "--security-opt".into(),
+            "no-new-privileges".into(),
+            "--security-opt".into(),
+            format!("seccomp={}", seccomp_profile().display()),
+            "--tmpfs".into(),
+            "/tmp:rw,size=16m,mode=1777".into(),
+            "--tmpfs".into(),
+            "/data:rw,size=64m,uid=65532,gid=65532,mode=0700".into(),
+            "-p".into(),
+            "127.0.0.1::8080".into(),
+            "-p".into(),
+            "127.0.0.1::9090".into(),
+            "-v".into(),
+            format!("{}:/components:ro", components.display()),
+            "-e".into(),
+            "COMPONENTS_DIR=/components".into(),
+            "-e".into(),
+            "LOG_LEVEL=info".into(),
+        ];
+        for (k, v) in &self.env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(image.into());
+        let out = podman().args(&args).output().expect("podman run");
+        assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut logs_child = podman()
+            .args(["logs", "-f", &id])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podman logs");
+        let (_, _, logs) = read_until_listening(&mut logs_child);
+        let published = |inner: &str| -> u16 {
+            let out = podman().args(["port", &id, inner]).output().expect("podman port");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("published port")
+        };
+        let (port, admin_port) = (published("8080"), published("9090"));
+        Server {
+            process: Process::Container { id, logs: logs_child },
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            admin_port,
+            logs,
+            dir,
+            database_url: "sqlite:///data/petstore.db".into(),
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+/// podman as scripts/container-test runs it (PETSTORE_TEST_PODMAN holds the
+/// global arguments, e.g. its --root).
+fn podman() -> Command {
+    let mut cmd = Command::new("podman");
+    if let Ok(args) = std::env::var("PETSTORE_TEST_PODMAN") {
+        cmd.args(args.split_whitespace());
+    }
+    cmd
+}
+
+fn seccomp_profile() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/seccomp/petstore.json")
+}
+
+/// Read the host's log lines (stdout of `child`) until it says where it
+/// listens; keep collecting them afterwards.
+fn read_until_listening(child: &mut Child) -> (u16, u16, Arc<Mutex<Vec<String>>>) {
+    {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
@@ -129,17 +240,14 @@ impl ServerBuilder {
                 panic!("petstore did not start: {}\n{}", errors.lock().unwrap(), logs.lock().unwrap().join("\n"));
             }
         };
-        Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            admin_port,
-            logs,
-            dir,
-            database_url,
-            client: reqwest::Client::new(),
-        }
+        (port, admin_port, logs)
     }
+}
+
+/// How the server under test runs.
+enum Process {
+    Local(Child),
+    Container { id: String, logs: Child },
 }
 
 /// The backend under test: a fresh PostgreSQL database on the server named
@@ -184,7 +292,7 @@ pub fn test_component(file: &str) -> Vec<u8> {
 
 /// A running host, killed on drop.
 pub struct Server {
-    child: Child,
+    process: Process,
     pub base: String,
     pub port: u16,
     pub admin_port: u16,
@@ -240,7 +348,10 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Local(child) => child.id(),
+            Process::Container { .. } => panic!("signals are tested on a local process"),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -289,14 +400,15 @@ impl Server {
 
     /// Send SIGTERM and wait for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
         self.wait(within)
     }
 
     pub fn wait(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
+        let Process::Local(child) = &mut self.process else { panic!("waiting is tested on a local process") };
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = child.try_wait().expect("try_wait") {
                 return status;
             }
             assert!(Instant::now() < deadline, "petstore did not exit within {within:?}");
@@ -307,8 +419,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.process {
+            Process::Local(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Process::Container { id, logs } => {
+                let _ = podman().args(["rm", "-f", "-t", "0", id.as_str()]).output();
+                let _ = logs.kill();
+                let _ = logs.wait();
+            }
+        }
     }
 }
 
