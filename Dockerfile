@@ -19,6 +19,7 @@ RUN --mount=type=cache,id=petstore-cargo-registry,target=/usr/local/cargo/regist
  && cargo build --locked --release --target wasm32-wasip2 -p pets -p orders \
  && mkdir -p /out/components /out/data \
  && cp /build/target/x86_64-unknown-linux-musl/release/petstore /out/petstore \
+ && strip /out/petstore \
  && cp /build/target/wasm32-wasip2/release/pets.wasm /build/target/wasm32-wasip2/release/orders.wasm \
        components/routes.toml /out/components/ \
  && COMPONENTS_DIR=/out/components /out/petstore compile \
@@ -36,7 +37,7 @@ LABEL org.opencontainers.image.title="petstore" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build --chown=0:0 /out/petstore /app/petstore
 COPY --from=build --chown=0:0 /out/components /app/components
-COPY --from=build /out/data /data
+COPY --from=build --chown=65532:65532 /out/data /data
 ENV PORT=8080 \
     ADMIN_PORT=9090 \
     COMPONENTS_DIR=/app/components \

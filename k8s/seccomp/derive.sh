@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Regenerate petstore.json, the service's seccomp allowlist, from what the
-# host really calls: every end-to-end test binary runs under `strace -ff`,
+# host really calls: every end-to-end test binary (on SQLite, then on a
+# throwaway PostgreSQL with its TLS and fault tests) runs under `strace -ff`,
 # the traces of the processes that exec'd `petstore` are kept, and their
 # syscall names are merged with runc-init.txt (what runc itself calls after
-# it installs the filter, before exec'ing the service).
+# it installs the filter, before exec'ing the service) and extra.txt (what
+# production does that the tests cannot provoke here).
 #
-#   k8s/seccomp/derive.sh        # needs strace (apt-get install -y strace)
+#   k8s/seccomp/derive.sh [--image IMAGE]   # needs strace; root for PostgreSQL
+#
+# With --image, the image's own binary (static, musl: it makes other calls
+# than a glibc build, e.g. clone instead of clone3) is traced too, and the
+# profile allows the union. scripts/container-test runs the image under it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -21,13 +27,29 @@ for line in sys.stdin:
         print(m["executable"])')
 
 traces=$(mktemp -d)
-trap 'rm -rf "$traces"' EXIT
-for bin in "${binaries[@]}"; do
-  strace -f -ff -qq -o "$traces/t" "$bin" --test-threads=2 >/dev/null 2>&1 || {
-    echo "tests failed under strace: $bin" >&2; exit 1; }
+read -r pg_dir _ <<< "$(scripts/pg-instance create --tls)"
+trap 'rm -rf "$traces"; scripts/pg-instance destroy "$pg_dir"' EXIT
+hosts=(local)
+if [ "${1:-}" = "--image" ]; then
+  mkdir -p "$traces/image"
+  podman ${PODMAN_ARGS:-} create --name petstore-derive "$2" >/dev/null
+  podman ${PODMAN_ARGS:-} cp petstore-derive:/app/petstore "$traces/image/petstore"
+  podman ${PODMAN_ARGS:-} rm petstore-derive >/dev/null
+  hosts+=("$traces/image/petstore")
+fi
+for host in "${hosts[@]}"; do
+  for postgres in "" "$(scripts/pg-instance url "$pg_dir")"; do
+    for bin in "${binaries[@]}"; do
+      env=(env -u PETSTORE_TEST_BINARY -u PETSTORE_TEST_POSTGRES)
+      [ "$host" = local ] || env+=("PETSTORE_TEST_BINARY=$host")
+      [ -z "$postgres" ] || env+=("PETSTORE_TEST_POSTGRES=$postgres")
+      "${env[@]}" strace -f -ff -qq -o "$traces/t" "$bin" --test-threads=2 --include-ignored --skip rehearse \
+        >/dev/null 2>&1 || { echo "tests failed under strace: $bin ($host, ${postgres:-sqlite})" >&2; exit 1; }
+    done
+  done
 done
 
-python3 - "$traces" "$here/runc-init.txt" "$here/petstore.json" "$root/k8s/components/seccomp-localhost/seccompprofile.yaml" <<'PY'
+python3 - "$traces" "$here/runc-init.txt $here/extra.txt" "$here/petstore.json" "$root/k8s/components/seccomp-localhost/seccompprofile.yaml" <<'PY'
 import json, os, re, sys
 traces, runc_file, out, spo_out = sys.argv[1:]
 call = re.compile(r'^([a-z0-9_]+)\(')
@@ -35,6 +57,8 @@ exec_host = re.compile(r'^execve\("[^"]*/petstore",.*\)\s+=\s+0$')
 clone = re.compile(r'^(?:clone3?|fork|vfork)\(.*\)\s+=\s+(\d+)$')
 by_pid = {}
 for f in os.listdir(traces):
+    if not f.startswith("t."):
+        continue
     with open(os.path.join(traces, f), errors="replace") as fh:
         by_pid[int(f.rsplit(".", 1)[1])] = fh.read().splitlines()
 # The host's calls: a process's trace from its successful execve of
@@ -47,13 +71,14 @@ while queue:
         continue
     seen.add(pid)
     for line in by_pid.get(pid, [])[start:]:
-        if m := call.match(line):
+        # strace names a number it does not know "syscall_0x…": not a call.
+        if (m := call.match(line)) and not m.group(1).startswith("syscall_"):
             names.add(m.group(1))
         if m := clone.match(line):
             queue.append((int(m.group(1)), 0))
 if not names:
     sys.exit("no petstore process found in the traces")
-runc = {l.strip() for l in open(runc_file) if l.strip() and not l.startswith("#")}
+runc = {l.strip() for f in runc_file.split() for l in open(f) if l.strip() and not l.startswith("#")}
 allowed = sorted(names | runc)
 profile = {
     "defaultAction": "SCMP_ACT_ERRNO",
@@ -72,5 +97,5 @@ with open(spo_out, "w") as fh:
     fh.write("  architectures:\n    - SCMP_ARCH_X86_64\n  syscalls:\n    - action: SCMP_ACT_ALLOW\n      names:\n")
     fh.writelines(f"        - {name}\n" for name in allowed)
 print(f"{len(names)} syscalls seen from {len(seen)} host processes and threads; "
-      f"{len(allowed)} allowed with runc's -> {out}", file=sys.stderr)
+      f"{len(allowed)} allowed with runc's and the extras -> {out}", file=sys.stderr)
 PY

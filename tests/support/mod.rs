@@ -77,7 +77,7 @@ impl ServerBuilder {
             lay_out_components(&components, &self.test_routes);
         }
         if self.precompile {
-            let out = Command::new(env!("CARGO_BIN_EXE_petstore"))
+            let out = Command::new(binary())
                 .arg("compile")
                 .env("COMPONENTS_DIR", &components)
                 .output()
@@ -88,7 +88,7 @@ impl ServerBuilder {
         if let Ok(image) = std::env::var("PETSTORE_TEST_CONTAINER") {
             return self.start_container(&image, dir, &components);
         }
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_petstore"));
+        let mut cmd = Command::new(binary());
         cmd.current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -140,8 +140,6 @@ impl ServerBuilder {
             format!("seccomp={}", seccomp_profile().display()),
             "--tmpfs".into(),
             "/tmp:rw,size=16m,mode=1777".into(),
-            "--tmpfs".into(),
-            "/data:rw,size=64m,uid=65532,gid=65532,mode=0700".into(),
             "-p".into(),
             "127.0.0.1::8080".into(),
             "-p".into(),
@@ -189,6 +187,12 @@ impl ServerBuilder {
             client: reqwest::Client::new(),
         }
     }
+}
+
+/// The host binary under test: this package's build, or another build of it
+/// (k8s/seccomp/derive.sh traces the image's static binary this way).
+pub fn binary() -> PathBuf {
+    std::env::var_os("PETSTORE_TEST_BINARY").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_petstore").into())
 }
 
 /// podman as scripts/container-test runs it (PETSTORE_TEST_PODMAN holds the
@@ -425,7 +429,7 @@ impl Drop for Server {
                 let _ = child.wait();
             }
             Process::Container { id, logs } => {
-                let _ = podman().args(["rm", "-f", "-t", "0", id.as_str()]).output();
+                let _ = podman().args(["rm", "-f", "-v", "-t", "0", id.as_str()]).output();
                 let _ = logs.kill();
                 let _ = logs.wait();
             }

@@ -76,3 +76,12 @@ impl Validator {
         }
     }
 }
+
+/// A path id: digits only, positive, fits in 64 bits; else `400 invalid_parameter`
+/// (`abc`, `1.5`, `1e3`, `0`, `-1` and ids beyond 64 bits alike).
+pub fn path_id(raw: &str) -> Result<i64, ApiError> {
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(ApiError::invalid_parameter("id", "must be a positive 64-bit integer")),
+    }
+}

@@ -6,7 +6,7 @@
 
 use petstore_guest::db::{self, Db, Row, Sql, Value};
 use petstore_guest::paging::{Page, PageBody};
-use petstore_guest::validate::Validator;
+use petstore_guest::validate::{self, Validator};
 use petstore_guest::{ApiError, Handler, Request, Response, bindings, serve};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -36,7 +36,7 @@ fn route(req: &Request) -> Result<Response, ApiError> {
         ([], "POST") => create(req),
         ([], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
         ([id], method) => {
-            let id = parse_id(id)?;
+            let id = validate::path_id(id)?;
             match method {
                 "GET" => get(id),
                 "PUT" => replace(req, id),
@@ -46,14 +46,6 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             }
         }
         _ => Err(ApiError::not_found("route")),
-    }
-}
-
-/// A path id: digits only, positive, fits in 64 bits.
-fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    match raw.parse::<i64>() {
-        Ok(id) if id > 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
-        _ => Err(ApiError::invalid_parameter("id", "must be a positive 64-bit integer")),
     }
 }
 
