@@ -73,7 +73,7 @@ async fn wait_for_status(s: &Server, path: &str, status: u16) {
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_database_that_is_not_up_yet_is_waited_for() {
     let pg = Pg::create(false);
-    let s = Server::builder().database(&pg.url()).env("DB_ACQUIRE_TIMEOUT_MS", "500").start();
+    let s = Server::builder().database(&pg.url()).env("DB_ACQUIRE_TIMEOUT_MS", "500").not_waiting_for_ready().start();
     assert_eq!(s.get("/api/v1/health/live").await.status, 200, "live never depends on the database");
     assert_eq!(s.get("/api/v1/health/ready").await.status, 503);
     let health = s.get("/api/v1/health").await;
@@ -167,8 +167,11 @@ async fn tls_is_verified_against_the_ca_named_in_the_url() {
     assert_eq!(pg.psql(encrypted), "t", "every connection of the host uses TLS");
 
     // A server certificate the given CA did not sign: the host never connects.
-    let refused =
-        Server::builder().database(&url("verify-full", "other-ca.crt")).env("DB_ACQUIRE_TIMEOUT_MS", "500").start();
+    let refused = Server::builder()
+        .database(&url("verify-full", "other-ca.crt"))
+        .env("DB_ACQUIRE_TIMEOUT_MS", "500")
+        .not_waiting_for_ready()
+        .start();
     for _ in 0..5 {
         assert_eq!(refused.get("/api/v1/health/ready").await.status, 503);
         tokio::time::sleep(Duration::from_millis(100)).await;

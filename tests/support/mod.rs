@@ -31,6 +31,7 @@ pub struct ServerBuilder {
     precompile: bool,
     data_dir: Option<Arc<tempfile::TempDir>>,
     database_url: Option<String>,
+    wait_ready: bool,
 }
 
 impl ServerBuilder {
@@ -64,13 +65,31 @@ impl ServerBuilder {
         self
     }
 
+    /// Return once the host listens, without waiting for readiness (for
+    /// tests of a host whose database is not there).
+    pub fn not_waiting_for_ready(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
     /// Use this database instead of a fresh one.
     pub fn database(mut self, url: &str) -> Self {
         self.database_url = Some(url.to_string());
         self
     }
 
+    /// Start the host and, as a load balancer would, wait until it is ready
+    /// (on PostgreSQL it listens before its database is migrated).
     pub fn start(self) -> Server {
+        let wait_ready = self.wait_ready;
+        let server = self.spawn();
+        if wait_ready {
+            server.wait_until_ready();
+        }
+        server
+    }
+
+    fn spawn(self) -> Server {
         let dir = self.data_dir.clone().unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("temp dir")));
         let components = dir.path().join("components");
         if !components.exists() {
@@ -314,6 +333,7 @@ impl Server {
             precompile: false,
             data_dir: None,
             database_url: None,
+            wait_ready: true,
         }
     }
 
@@ -327,6 +347,25 @@ impl Server {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Poll readiness (plain blocking HTTP: `start` is called from async tests).
+    fn wait_until_ready(&self) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ =
+                    stream.write_all(b"GET /api/v1/health/ready HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("petstore never became ready");
     }
 
     pub fn admin_url(&self, path: &str) -> String {
