@@ -55,6 +55,8 @@ pub struct RequestState {
     table: ResourceTable,
     wasi: WasiCtx,
     open_transactions: usize,
+    /// Epoch ticks this request's guest has seen (the runtime's yield policy).
+    epoch_ticks: u32,
 }
 
 impl RequestState {
@@ -67,7 +69,14 @@ impl RequestState {
             // Nothing granted: no env, args, files or sockets; stdio discarded.
             wasi: WasiCtx::builder().build(),
             open_transactions: 0,
+            epoch_ticks: 0,
         }
+    }
+
+    /// Count one more epoch tick seen by this request's guest; returns the total.
+    pub fn count_epoch_tick(&mut self) -> u32 {
+        self.epoch_ticks += 1;
+        self.epoch_ticks
     }
 }
 
