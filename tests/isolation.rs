@@ -1,6 +1,8 @@
 //! A component that traps, loops forever or allocates without bound gets
 //! its request answered 500 / 504 / 500 in bounded time; the host keeps
-//! serving everyone else, and no data written before is lost.
+//! serving everyone else, and no data written before is lost. Requests share
+//! no guest state unless warm-instance reuse (`INSTANCE_REUSE`) is turned
+//! on, and then only within its bounds.
 
 mod support;
 
@@ -98,4 +100,46 @@ async fn a_constraint_violation_is_a_clean_409_and_rolls_back() {
     let pets = s.get("/api/v1/pets").await;
     assert_eq!(pets.body["total"], 1, "the transaction's insert was rolled back");
     assert_eq!(pets.body["items"][0]["id"], id);
+}
+
+/// The misbehave component's count of calls into its instance.
+async fn calls_seen(s: &Server) -> u64 {
+    let a = s.get("/api/v1/misbehave/counter").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.body["calls"].as_u64().expect("calls")
+}
+
+const REUSES: &str = r#"petstore_component_instance_reuses_total{component="misbehave"}"#;
+
+#[tokio::test]
+async fn by_default_no_request_sees_another_requests_guest_state() {
+    let s = Server::builder().with_misbehave().start();
+    for _ in 0..5 {
+        assert_eq!(calls_seen(&s).await, 1, "a fresh instance per request: the guest's counter starts over");
+    }
+    assert_eq!(s.metrics().await.get(REUSES).copied().unwrap_or(0.0), 0.0);
+}
+
+#[tokio::test]
+async fn with_reuse_an_instance_serves_at_most_n_requests() {
+    let s = Server::builder().with_misbehave().env("INSTANCE_REUSE", "3").start();
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.push(calls_seen(&s).await);
+    }
+    // One request at a time: the one warm instance serves three, then a fresh one takes over.
+    assert_eq!(seen, [1, 2, 3, 1, 2, 3, 1]);
+    assert_eq!(s.metrics().await[REUSES], 4.0);
+}
+
+#[tokio::test]
+async fn a_trapped_instance_is_never_reused() {
+    let s = Server::builder().with_misbehave().env("INSTANCE_REUSE", "100").start();
+    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    assert_eq!(calls_seen(&s).await, 1);
+    assert_eq!(calls_seen(&s).await, 2);
+    s.get("/api/v1/misbehave/trap").await.assert_error(500, "component_failed");
+    assert_eq!(calls_seen(&s).await, 1, "the instance that trapped was dropped, not kept");
+    assert_eq!(calls_seen(&s).await, 2, "and the fresh one is kept again");
+    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
 }

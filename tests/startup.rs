@@ -32,6 +32,8 @@ fn a_bad_variable_stops_start_up_with_exit_code_2_naming_it() {
         ("ENVIRONMENT", "qa"),
         ("LOG_LEVEL", "loud[["),
         ("CORS_ORIGINS", "*.example.com"),
+        ("INSTANCE_REUSE", "0"),
+        ("INSTANCE_REUSE", "many"),
     ] {
         let out = run_with(&[(var, value)], &components);
         assert_eq!(out.status.code(), Some(2), "{var}={value}");

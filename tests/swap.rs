@@ -18,14 +18,6 @@ fn server() -> Server {
         .start()
 }
 
-async fn upload(s: &Server, name: &str, bytes: Vec<u8>, token: Option<&str>) -> Answer {
-    let mut req = s.client.put(s.admin_url(&format!("/admin/components/{name}"))).body(bytes);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    Answer::read(req.send().await.unwrap()).await
-}
-
 fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
@@ -76,14 +68,14 @@ async fn twenty_swaps_under_load_fail_no_request() {
 
     for i in 0..20 {
         let (bytes, expected) = if i % 2 == 0 { (b.clone(), "version-b") } else { (a.clone(), "version-a") };
-        let swapped = upload(&s, "versioned", bytes.clone(), Some(TOKEN)).await;
+        let swapped = s.upload_component("versioned", bytes.clone(), Some(TOKEN)).await;
         assert_eq!(swapped.status, 200, "{}", swapped.text);
         assert_eq!(swapped.body["digest"], digest(&bytes));
         // The swap is complete when the upload is answered.
         assert_eq!(version(&s).await, expected, "swap {i}");
         // A bad upload in between is refused and changes nothing.
         let bad = if i % 2 == 0 { misfit.clone() } else { b"not a component".to_vec() };
-        upload(&s, "versioned", bad, Some(TOKEN)).await.assert_error(422, "validation_failed");
+        s.upload_component("versioned", bad, Some(TOKEN)).await.assert_error(422, "validation_failed");
         assert_eq!(version(&s).await, expected, "after refused upload {i}");
     }
     stop.store(true, Ordering::Relaxed);
@@ -117,7 +109,7 @@ async fn requests_in_flight_finish_on_the_version_they_started_on() {
     let swap = async {
         // Swap once the slow request is running inside version a.
         wait_for_in_flight(&s).await;
-        let swapped = upload(&s, "versioned", test_component("version_b.wasm"), Some(TOKEN)).await;
+        let swapped = s.upload_component("versioned", test_component("version_b.wasm"), Some(TOKEN)).await;
         assert_eq!(swapped.status, 200);
         version(&s).await
     };
@@ -144,12 +136,12 @@ async fn wait_for_in_flight(s: &Server) {
 async fn the_admin_api_needs_the_token() {
     let s = server();
     let b = test_component("version_b.wasm");
-    upload(&s, "versioned", b.clone(), None).await.assert_error(401, "unauthorized");
-    upload(&s, "versioned", b.clone(), Some("wrong-token")).await.assert_error(401, "unauthorized");
+    s.upload_component("versioned", b.clone(), None).await.assert_error(401, "unauthorized");
+    s.upload_component("versioned", b.clone(), Some("wrong-token")).await.assert_error(401, "unauthorized");
     let list = Answer::read(s.client.get(s.admin_url("/admin/components")).send().await.unwrap()).await;
     list.assert_error(401, "unauthorized");
     assert_eq!(version(&s).await, "version-a", "nothing was swapped");
-    upload(&s, "nosuch", b, Some(TOKEN)).await.assert_error(404, "not_found");
+    s.upload_component("nosuch", b, Some(TOKEN)).await.assert_error(404, "not_found");
 }
 
 #[tokio::test]
@@ -181,4 +173,24 @@ async fn a_changed_file_is_swapped_in_by_the_watcher() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("the watcher did not swap in the changed file");
+}
+
+#[tokio::test]
+async fn a_swap_retires_warm_instances_of_the_old_version() {
+    let s = Server::builder()
+        .with_test_component("/api/v1/versioned", "version_a.wasm", "versioned")
+        .env("ADMIN_TOKEN", TOKEN)
+        .env("INSTANCE_REUSE", "1000")
+        .start();
+    let before = s.create_pet(&serde_json::json!({"name": "Before", "species": "dog"})).await;
+    for _ in 0..3 {
+        assert_eq!(version(&s).await, "version-a");
+    }
+    let reuses = r#"petstore_component_instance_reuses_total{component="versioned"}"#;
+    assert_eq!(s.metrics().await[reuses], 2.0, "the version-a instance was kept warm");
+    let swapped = s.upload_component("versioned", test_component("version_b.wasm"), Some(TOKEN)).await;
+    assert_eq!(swapped.status, 200, "{}", swapped.text);
+    assert_eq!(version(&s).await, "version-b", "the first request after the swap already gets the new version");
+    assert_eq!(version(&s).await, "version-b");
+    assert_eq!(s.get(&format!("/api/v1/pets/{before}")).await.body["name"], "Before");
 }

@@ -69,6 +69,9 @@ pub struct Config {
     pub instance_limit: u32,
     /// `INSTANCE_MEMORY_MB`: the linear memory one instance may grow to.
     pub instance_memory_mb: u32,
+    /// `INSTANCE_REUSE`: requests one instance may serve; 1 is a fresh
+    /// instance per request (strict isolation).
+    pub instance_reuse: u32,
     /// `SHUTDOWN_GRACE_MS`: after SIGTERM, how long the listener keeps
     /// accepting (readiness already 503) so load balancers deregister the pod.
     pub shutdown_grace: Duration,
@@ -165,6 +168,7 @@ impl Config {
             ),
             instance_limit: number(&get, "INSTANCE_LIMIT", 128, 1, 10_000)?,
             instance_memory_mb: number(&get, "INSTANCE_MEMORY_MB", 64, 1, 4096)?,
+            instance_reuse: number(&get, "INSTANCE_REUSE", 1, 1, 1_000_000)?,
             shutdown_grace: Duration::from_millis(number(&get, "SHUTDOWN_GRACE_MS", 5000, 0, 600_000)?.into()),
             shutdown_drain: Duration::from_millis(number(&get, "SHUTDOWN_DRAIN_MS", 20_000, 0, 600_000)?.into()),
             components_watch: flag(&get, "COMPONENTS_WATCH", false)?,

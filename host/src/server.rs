@@ -145,7 +145,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 pub fn pool_limits(config: &Config) -> PoolLimits {
-    PoolLimits { instances: config.instance_limit, memory_bytes: config.instance_memory_mb as usize * 1024 * 1024 }
+    PoolLimits {
+        instances: config.instance_limit,
+        memory_bytes: config.instance_memory_mb as usize * 1024 * 1024,
+        reuse: config.instance_reuse,
+    }
 }
 
 async fn listen(port: u16) -> anyhow::Result<TcpListener> {

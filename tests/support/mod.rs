@@ -423,6 +423,15 @@ impl Server {
         self.send("POST", path, body).await
     }
 
+    /// Hot-swap component `name` through the admin API.
+    pub async fn upload_component(&self, name: &str, bytes: Vec<u8>, token: Option<&str>) -> Answer {
+        let mut req = self.client.put(self.admin_url(&format!("/admin/components/{name}"))).body(bytes);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        Answer::read(req.send().await.expect("PUT component")).await
+    }
+
     /// Create a pet and return its id.
     pub async fn create_pet(&self, body: &Value) -> i64 {
         let a = self.post("/api/v1/pets", body).await;

@@ -148,6 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(3))
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     sqlx::migrate!("../../host/migrations/sqlite").run(&db).await?;

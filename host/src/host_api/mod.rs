@@ -73,6 +73,18 @@ impl RequestState {
         }
     }
 
+    /// Make a kept instance's state the next request's.
+    pub fn start_request(&mut self, request_id: Arc<str>) {
+        self.request_id = request_id;
+        self.epoch_ticks = 0;
+    }
+
+    /// Whether the last request left nothing open that the next one could
+    /// inherit (a reused instance must not).
+    pub fn is_between_requests(&self) -> bool {
+        self.open_transactions == 0
+    }
+
     /// Count one more epoch tick seen by this request's guest; returns the total.
     pub fn count_epoch_tick(&mut self) -> u32 {
         self.epoch_ticks += 1;

@@ -1,10 +1,11 @@
 //! The component runtime: one engine and linker for the process, every
 //! routed component loaded and checked at start and swappable while
-//! serving, and [`Runtime::invoke`], which runs one request in a fresh
-//! instance under a deadline.
+//! serving, and [`Runtime::invoke`], which runs one request in an instance
+//! (fresh, or warm when `INSTANCE_REUSE` allows) under a deadline.
 
 mod component;
 mod engine;
+mod warm;
 mod watch;
 
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 pub use component::{LoadError, LoadedComponent, Origin, precompiled_path, sha256_hex};
 pub use engine::{PoolLimits, build as build_engine};
 pub use watch::watch;
+
+use warm::{Instance, WarmInstances};
 
 use crate::host_api::bindings::exports::petstore::api::handler::{Request, Response};
 use crate::host_api::{self, RequestState, Shared};
@@ -64,6 +67,7 @@ pub struct Runtime {
     /// One permit per pool slot, so a full pool queues briefly and then
     /// answers 503 instead of failing instantiation.
     slots: Arc<Semaphore>,
+    warm: WarmInstances,
     timeout: Duration,
     _ticker: engine::EpochTicker,
 }
@@ -95,6 +99,7 @@ impl Runtime {
             shared,
             metrics,
             slots: Arc::new(Semaphore::new(limits.instances as usize)),
+            warm: WarmInstances::new(limits.reuse, limits.idle() as usize),
             timeout,
             _ticker: ticker,
         })
@@ -127,6 +132,7 @@ impl Runtime {
                 Ok(loaded) => {
                     let loaded = Arc::new(loaded);
                     slot.store(loaded.clone());
+                    self.warm.clear(name);
                     Ok(loaded)
                 }
                 Err(err) => Err(SwapError::Load(err)),
@@ -147,39 +153,30 @@ impl Runtime {
         result
     }
 
-    /// Run `request` in a fresh instance of `component`. A trap, a timeout
-    /// or exhaustion of the guest's memory ends only this instance.
-    pub async fn invoke(&self, component: &LoadedComponent, request: Request) -> Result<Response, InvokeError> {
+    /// Run `request` in an instance of `component`: a fresh one, or with
+    /// `INSTANCE_REUSE` > 1 a warm one that answered earlier requests
+    /// cleanly. A trap, a timeout or exhaustion of the guest's memory ends
+    /// only this instance, which is never reused.
+    pub async fn invoke(&self, component: &Arc<LoadedComponent>, request: Request) -> Result<Response, InvokeError> {
         let _slot = tokio::time::timeout(INSTANCE_QUEUE_TIMEOUT, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| InvokeError::Saturated)?
             .map_err(|_| InvokeError::Saturated)?;
         let name = &*component.name;
-        let state =
-            RequestState::new(self.shared.clone(), Arc::from(request.request_id.as_str()), component.name.clone());
-        let mut store = Store::new(&self.engine, state);
-        // A guest still running after a few epoch ticks yields to the
-        // executor at every tick, so a busy guest cannot starve other requests
-        // and the timeout below can fire. tokio's `yield_now` (not wasmtime's
-        // plain `Yield`, which wakes the task at once) lets the I/O driver run
-        // first: otherwise spinning guests delay new requests by hundreds of
-        // milliseconds. Ordinary requests, which merely span a tick or two
-        // while waiting on the database, never yield: a yield costs them a
-        // trip through the scheduler (measured: p99 17–25 ms → 27–31 ms).
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            Ok(if ctx.data_mut().count_epoch_tick() < TICKS_BEFORE_YIELDING {
-                UpdateDeadline::Continue(1)
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-            })
-        });
-
+        let request_id = Arc::from(request.request_id.as_str());
         let run = async {
-            let started = Instant::now();
-            let handler = component.pre.instantiate_async(&mut store).await?;
-            self.metrics.instantiation.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
-            handler.petstore_api_handler().call_handle(&mut store, &request).await
+            let mut instance = match self.warm.take(component) {
+                Some(mut warm) => {
+                    warm.store.data_mut().start_request(request_id);
+                    self.metrics.instance_reuses.with_label_values(&[name]).inc();
+                    warm
+                }
+                None => self.instantiate(component, request_id).await?,
+            };
+            instance.store.set_epoch_deadline(1);
+            instance.served += 1;
+            let response = instance.handler.petstore_api_handler().call_handle(&mut instance.store, &request).await?;
+            Ok::<_, wasmtime::Error>((response, instance))
         };
         match tokio::time::timeout(self.timeout, run).await {
             Err(_) => {
@@ -190,7 +187,34 @@ impl Runtime {
                 self.metrics.traps.with_label_values(&[name]).inc();
                 Err(InvokeError::Trap(format!("{trap:#}")))
             }
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok((response, instance))) => {
+                self.warm.put(instance, self.components.get(name).map(|c| c.load()).as_deref());
+                Ok(response)
+            }
         }
+    }
+
+    async fn instantiate(&self, component: &Arc<LoadedComponent>, request_id: Arc<str>) -> wasmtime::Result<Instance> {
+        let started = Instant::now();
+        let state = RequestState::new(self.shared.clone(), request_id, component.name.clone());
+        let mut store = Store::new(&self.engine, state);
+        // A guest still running after a few epoch ticks yields to the
+        // executor at every tick, so a busy guest cannot starve other requests
+        // and the timeout can fire. tokio's `yield_now` (not wasmtime's
+        // plain `Yield`, which wakes the task at once) lets the I/O driver run
+        // first: otherwise spinning guests delay new requests by hundreds of
+        // milliseconds. Ordinary requests, which merely span a tick or two
+        // while waiting on the database, never yield: a yield costs them a
+        // trip through the scheduler (measured: p99 17–25 ms → 27–31 ms).
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().count_epoch_tick() < TICKS_BEFORE_YIELDING {
+                UpdateDeadline::Continue(1)
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
+        let handler = component.pre.instantiate_async(&mut store).await?;
+        self.metrics.instantiation.with_label_values(&[&component.name]).observe(started.elapsed().as_secs_f64());
+        Ok(Instance { store, handler, component: component.clone(), served: 0 })
     }
 }

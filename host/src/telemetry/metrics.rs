@@ -20,6 +20,7 @@ pub struct Metrics {
     pub http_in_flight: IntGauge,
     pub http_abandoned: IntCounter,
     pub instantiation: HistogramVec,
+    pub instance_reuses: IntCounterVec,
     pub traps: IntCounterVec,
     pub timeouts: IntCounterVec,
     pub swaps: IntCounterVec,
@@ -76,6 +77,11 @@ impl Metrics {
                 "Time to instantiate a component for one request.",
                 &["component"],
                 FAST_BUCKETS,
+            )?,
+            instance_reuses: counter(
+                "petstore_component_instance_reuses_total",
+                "Requests served by a warm instance instead of a fresh one (INSTANCE_REUSE > 1).",
+                &["component"],
             )?,
             traps: counter("petstore_component_traps_total", "Requests whose handler trapped.", &["component"])?,
             timeouts: counter(

@@ -1,0 +1,109 @@
+"""What the benchmark commands share: building the two targets, starting one
+on a fresh SQLite database, seeding it, loading it with wrk, and reading its
+RSS and CPU time from /proc."""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+WASM = TARGET / "release" / "petstore"
+NATIVE = TARGET / "release" / "petstore-native-baseline"
+COMPONENTS = ROOT / "build" / "components"
+PETS = 1000
+# (label, wrk script in bench/wrk)
+SCENARIOS = [("GET /api/v1/pets/{id}", "get_by_id"), ("GET /api/v1/pets?limit=20", "list"),
+             ("POST /api/v1/pets", "create")]
+
+
+def need_wrk(command: str) -> None:
+    if not shutil.which("wrk"):
+        raise SystemExit(f"{command} needs wrk: apt-get install -y wrk")
+
+
+def build() -> None:
+    """Components (precompiled) and both release binaries."""
+    subprocess.run([str(ROOT / "scripts" / "build-components")], check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "petstore-host", "-p", "petstore-native-baseline"],
+                   cwd=ROOT, check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(target: str, workdir: Path, env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    """Start `wasm` (the service, as deployed: components precompiled) or
+    `native` on a fresh SQLite file in `workdir`; wait until ready; seed."""
+    binary, extra = (WASM, {"COMPONENTS_DIR": str(COMPONENTS)}) if target == "wasm" else (NATIVE, {})
+    port = free_port()
+    full_env = {"PATH": os.environ["PATH"], "PORT": str(port), "ADMIN_PORT": str(free_port()), "LOG_LEVEL": "info",
+                "SHUTDOWN_GRACE_MS": "0", "DATABASE_URL": f"sqlite://{workdir / (target + '.db')}", **extra,
+                **(env or {})}
+    proc = subprocess.Popen([str(binary)], env=full_env, cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{target} did not become ready")
+            time.sleep(0.05)
+    seed(port)
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def seed(port: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(PETS):
+        body = json.dumps({"name": f"pet-{i}", "species": ["dog", "cat", "bird"][i % 3], "tags": [f"t{i % 7}"]})
+        conn.request("POST", "/api/v1/pets", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 201:
+            raise SystemExit(f"seeding failed: {resp.status}")
+
+
+def wrk(port: int, script: str, duration: str, pid: int | None = None) -> dict:
+    """One wrk -t2 -c64 run; with `pid`, also the CPU time that process
+    spent per request (µs) during the run."""
+    env = {**os.environ, "BENCH_DIR": str(ROOT / "bench"), "PETS": str(PETS)}
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{duration}", "-s", str(ROOT / "bench" / "wrk" / f"{script}.lua"),
+                          f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True, check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    result = {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
+              "p99_ms": r["p99_us"] / 1000, "errors": r["errors"], "requests": r["requests"]}
+    if pid:
+        result["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) * 1e6 / max(r["requests"], 1)
+    return result
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
