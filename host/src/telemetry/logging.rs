@@ -12,7 +12,7 @@ pub enum Output {
 
 /// Install the global JSON subscriber. Fields sit at the top level of each
 /// line, so log shippers index `request_id`, `status`, … directly.
-pub fn init(level: &str, output: Output) {
+pub fn init(level: &str, output: Output) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     // sqlx reports PostgreSQL's harmless NOTICEs ("… already exists,
     // skipping") at info: keep them out unless asked for by name.
     let filter =
@@ -24,7 +24,16 @@ pub fn init(level: &str, output: Output) {
         .with_span_list(false)
         .with_env_filter(filter);
     match output {
-        Output::Stdout => subscriber.with_writer(std::io::stdout).init(),
-        Output::Stderr => subscriber.with_writer(std::io::stderr).init(),
+        Output::Stdout => {
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(std::io::stdout());
+            subscriber.with_writer(writer).init();
+            Some(guard)
+        }
+        Output::Stderr => {
+            subscriber.with_writer(std::io::stderr).init();
+            None
+        }
     }
 }
