@@ -74,11 +74,8 @@ fn main() -> ExitCode {
     // The service logs to stdout at LOG_LEVEL; the commands print their own
     // outcome, so their log shows only warnings, on stderr.
     let serve = matches!(command, Command::Serve);
-    let _log_flush = if serve {
-        logging::init(&config.log_level, Output::Stdout)
-    } else {
-        logging::init("warn", Output::Stderr)
-    };
+    let _log_flush =
+        if serve { logging::init(&config.log_level, Output::Stdout) } else { logging::init("warn", Output::Stderr) };
     let result = match command {
         Command::Compile => compile(&config),
         Command::Serve => run_async(server::run(config)),

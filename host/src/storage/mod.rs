@@ -104,7 +104,7 @@ pub enum Database {
 
 /// An open transaction; dropping it rolls back.
 pub enum Transaction {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(sqlite::Transaction),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -186,14 +186,14 @@ impl Database {
 impl Transaction {
     pub async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         match self {
-            Transaction::Sqlite(tx) => sqlite::query(tx, sql, params).await,
+            Transaction::Sqlite(tx) => sqlite::query(&mut tx.tx, sql, params).await,
             Transaction::Postgres(tx) => postgres::query(tx, sql, params).await,
         }
     }
 
     pub async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         match self {
-            Transaction::Sqlite(tx) => sqlite::execute(tx, sql, params).await,
+            Transaction::Sqlite(tx) => sqlite::execute(&mut tx.tx, sql, params).await,
             Transaction::Postgres(tx) => postgres::execute(tx, sql, params).await,
         }
     }
@@ -215,7 +215,7 @@ impl Transaction {
 
     pub async fn commit(self) -> Result<(), DbError> {
         match self {
-            Transaction::Sqlite(tx) => Ok(tx.commit().await?),
+            Transaction::Sqlite(tx) => Ok(tx.tx.commit().await?),
             Transaction::Postgres(tx) => Ok(tx.commit().await?),
         }
     }

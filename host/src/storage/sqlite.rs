@@ -1,11 +1,15 @@
 //! The SQLite backend: WAL, a busy timeout, foreign keys on, and
 //! `BEGIN IMMEDIATE` transactions so a read-then-write never deadlocks.
+//! Write transactions queue for the one write lock in the process, first
+//! come first served, instead of in SQLite's busy handler.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Column, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ConnectOptions, DbError, RowSet, Value};
 
@@ -15,6 +19,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Sqlite {
     pool: SqlitePool,
+    /// SQLite lets one write transaction run at a time. Waiting for it here
+    /// is a FIFO queue; waiting in SQLite's busy handler is sleep-and-retry
+    /// with back-off, which under load left the lock idle while writers
+    /// slept (measured: POST p99 285 ms → see docs/performance.md).
+    writer: Arc<Semaphore>,
+}
+
+/// A transaction; a write transaction also holds the write lock.
+pub struct Transaction {
+    pub tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _writer: Option<OwnedSemaphorePermit>,
 }
 
 impl Sqlite {
@@ -39,7 +54,7 @@ impl Sqlite {
             .run(&pool)
             .await
             .map_err(|e| DbError::Other(format!("migration failed: {e}")))?;
-        Ok(Sqlite { pool })
+        Ok(Sqlite { pool, writer: Arc::new(Semaphore::new(1)) })
     }
 
     pub fn pool_stats(&self) -> (u32, usize) {
@@ -56,14 +71,21 @@ impl Sqlite {
         execute(&mut conn, sql, params).await
     }
 
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, DbError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction. Waiting for the write lock longer than SQLite's
+    /// own busy timeout is `busy`, as it was before the queue (e.g. a
+    /// request that opens a second write transaction while it holds one).
+    pub async fn begin(&self) -> Result<Transaction, DbError> {
+        let writer = tokio::time::timeout(BUSY_TIMEOUT, self.writer.clone().acquire_owned())
+            .await
+            .map_err(|_| DbError::Busy("timed out waiting for the write lock".into()))?
+            .map_err(|_| DbError::Unavailable("the database is closed".into()))?;
+        Ok(Transaction { tx: self.pool.begin_with("BEGIN IMMEDIATE").await?, _writer: Some(writer) })
     }
 
     /// A transaction that takes no lock until it reads: in WAL mode its
     /// first read fixes the snapshot it sees, and writers are not blocked.
-    pub async fn begin_deferred(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, DbError> {
-        Ok(self.pool.begin().await?)
+    pub async fn begin_deferred(&self) -> Result<Transaction, DbError> {
+        Ok(Transaction { tx: self.pool.begin().await?, _writer: None })
     }
 }
 

@@ -25,9 +25,8 @@ pub fn init(level: &str, output: Output) -> Option<tracing_appender::non_blockin
         .with_env_filter(filter);
     match output {
         Output::Stdout => {
-            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .lossy(false)
-                .finish(std::io::stdout());
+            let (writer, guard) =
+                tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
             subscriber.with_writer(writer).init();
             Some(guard)
         }
