@@ -49,8 +49,8 @@ def start(target: str, workdir: Path, env: dict | None = None) -> tuple[subproce
     full_env = {"PATH": os.environ["PATH"], "PORT": str(port), "ADMIN_PORT": str(free_port()), "LOG_LEVEL": "info",
                 "SHUTDOWN_GRACE_MS": "0", "DATABASE_URL": f"sqlite://{workdir / (target + '.db')}", **extra,
                 **(env or {})}
-    proc = subprocess.Popen([str(binary)], env=full_env, cwd=workdir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    with open(workdir / f"{target}.log", "wb") as log:
+        proc = subprocess.Popen([str(binary)], env=full_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -107,3 +107,14 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of the process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def answers_by_status(workdir: Path, target: str) -> dict[int, int]:
+    """Status counts from the service's access log (the native baseline logs nothing)."""
+    counts: dict[int, int] = {}
+    path = workdir / f"{target}.log"
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        if '"message":"request"' in line:
+            status = json.loads(line).get("status", 0)
+            counts[status] = counts.get(status, 0) + 1
+    return counts

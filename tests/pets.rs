@@ -248,3 +248,34 @@ async fn filters_apply_together() {
     let found = s.get("/api/v1/pets?species=sea%20lion").await;
     assert_eq!(found.body["items"][0]["id"], spaced, "query values are percent-decoded");
 }
+
+/// Clients that give up mid-write (timeouts at every point of a request's
+/// life) must leave nothing half-done behind: every later write succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_go_away_mid_write_break_no_later_write() {
+    let s = Server::start();
+    let before = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let url = s.url("/api/v1/pets");
+    for round in 0..8u64 {
+        let abandoned = (0..64u64).map(|i| {
+            let (url, client) = (url.clone(), s.client.clone());
+            async move {
+                // From well before the write starts to well after it ends.
+                let patience = std::time::Duration::from_micros(200 + (i * 97 + round * 31) % 4000);
+                let _ = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"name":"Abandoned","species":"dog","tags":["a","b"]}"#)
+                    .timeout(patience)
+                    .send()
+                    .await;
+            }
+        });
+        futures::future::join_all(abandoned).await;
+        for _ in 0..3 {
+            let a = s.post("/api/v1/pets", &json!({"name": "After", "species": "cat"})).await;
+            assert_eq!(a.status, 201, "round {round}: a write after abandoned ones failed: {}", a.text);
+        }
+    }
+    assert_eq!(s.get(&format!("/api/v1/pets/{before}")).await.body["name"], "Before");
+}

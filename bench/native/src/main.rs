@@ -103,7 +103,11 @@ async fn create(State(db): State<SqlitePool>, Json(body): Json<Value>) -> Respon
         _ => return error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
     };
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let Ok(mut tx) = db.begin_with("BEGIN IMMEDIATE").await else {
+    // sqlx's begin is not cancel-safe (a client gone mid-BEGIN leaves the
+    // connection in an orphaned transaction): run it to completion, as the
+    // host does.
+    let pool = db.clone();
+    let Ok(Ok(mut tx)) = tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await }).await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     };
     let row = sqlx::query(&format!(
@@ -128,7 +132,7 @@ async fn create(State(db): State<SqlitePool>, Json(body): Json<Value>) -> Respon
             return error(StatusCode::CONFLICT, "conflict");
         }
     }
-    if tx.commit().await.is_err() {
+    if !matches!(tokio::spawn(tx.commit()).await, Ok(Ok(()))) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     }
     let location = format!("/api/v1/pets/{}", created.id);

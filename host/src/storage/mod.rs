@@ -137,11 +137,21 @@ impl Database {
         }
     }
 
+    /// Begin a write transaction. sqlx's `begin` is not cancel-safe: a
+    /// caller dropped after BEGIN ran but before it got the transaction (a
+    /// client gone, a handler past its deadline) left a connection inside a
+    /// transaction nobody owned, holding SQLite's write lock, and every later
+    /// write failed. So BEGIN runs to completion on a task of its own; if
+    /// nobody takes the transaction, dropping it rolls it back.
     pub async fn begin(&self) -> Result<Transaction, DbError> {
-        match self {
-            Database::Sqlite(db) => Ok(Transaction::Sqlite(db.begin().await?)),
-            Database::Postgres(db) => Ok(Transaction::Postgres(db.begin().await?)),
-        }
+        let db = self.clone();
+        to_completion(async move {
+            match db {
+                Database::Sqlite(db) => Ok(Transaction::Sqlite(db.begin().await?)),
+                Database::Postgres(db) => Ok(Transaction::Postgres(db.begin().await?)),
+            }
+        })
+        .await
     }
 
     /// A read-only transaction that sees one snapshot for all its reads
@@ -213,12 +223,25 @@ impl Transaction {
         Ok(())
     }
 
+    /// Commit. Once started, a commit finishes even if its caller is
+    /// dropped (see [`Database::begin`]), so its outcome never depends on
+    /// whether the client waited for it.
     pub async fn commit(self) -> Result<(), DbError> {
-        match self {
-            Transaction::Sqlite(tx) => Ok(tx.tx.commit().await?),
-            Transaction::Postgres(tx) => Ok(tx.commit().await?),
-        }
+        to_completion(async move {
+            match self {
+                Transaction::Sqlite(tx) => Ok(tx.tx.commit().await?),
+                Transaction::Postgres(tx) => Ok(tx.commit().await?),
+            }
+        })
+        .await
     }
+}
+
+/// Run `work` on a task of its own, so dropping the caller cannot cut it short.
+async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, DbError>> + Send + 'static,
+) -> Result<T, DbError> {
+    tokio::spawn(work).await.map_err(|e| DbError::Other(format!("database task failed: {e}")))?
 }
 
 /// The URL without its password, for messages.
