@@ -14,7 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-WASM = TARGET / "release" / "petstore"
+# PETSTORE_BENCH_BINARY: measure another build of the service, e.g. the
+# image's static musl binary.
+WASM = Path(os.environ.get("PETSTORE_BENCH_BINARY", TARGET / "release" / "petstore"))
 NATIVE = TARGET / "release" / "petstore-native-baseline"
 COMPONENTS = ROOT / "build" / "components"
 PETS = 1000
