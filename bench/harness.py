@@ -86,16 +86,29 @@ def seed(port: int) -> None:
 def wrk(port: int, script: str, duration: str, pid: int | None = None) -> dict:
     """One wrk -t2 -c64 run; with `pid`, also the CPU time that process
     spent per request (µs) during the run."""
-    env = {**os.environ, "BENCH_DIR": str(ROOT / "bench"), "PETS": str(PETS)}
     cpu_before = cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{duration}", "-s", str(ROOT / "bench" / "wrk" / f"{script}.lua"),
-                          f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True, check=True).stdout
-    r = json.loads(out.strip().splitlines()[-1])
+    out = subprocess.run(wrk_command(port, script, duration), env=wrk_env(), capture_output=True, text=True,
+                         check=True).stdout
+    r = wrk_summary(out)
     result = {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
               "p99_ms": r["p99_us"] / 1000, "errors": r["errors"], "requests": r["requests"]}
     if pid:
         result["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) * 1e6 / max(r["requests"], 1)
     return result
+
+
+def wrk_command(port: int, script: str, duration: str) -> list[str]:
+    return ["wrk", "-t2", "-c64", f"-d{duration}", "-s", str(ROOT / "bench" / "wrk" / f"{script}.lua"),
+            f"http://127.0.0.1:{port}"]
+
+
+def wrk_env() -> dict:
+    return {**os.environ, "BENCH_DIR": str(ROOT / "bench"), "PETS": str(PETS)}
+
+
+def wrk_summary(out: str) -> dict:
+    """The JSON line bench/wrk/summary.lua prints when wrk is done."""
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def rss_mib(pid: int) -> float:

@@ -188,7 +188,9 @@ impl Runtime {
                 Err(InvokeError::Trap(format!("{trap:#}")))
             }
             Ok(Ok((response, instance))) => {
-                self.warm.put(instance, self.components.get(name).map(|c| c.load()).as_deref());
+                self.warm.put(instance, |version| {
+                    self.components.get(name).is_some_and(|current| Arc::ptr_eq(&current.load(), version))
+                });
                 Ok(response)
             }
         }

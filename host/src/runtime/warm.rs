@@ -77,11 +77,12 @@ impl WarmInstances {
 
     /// Keep `instance` for a later request if it may serve another one and
     /// there is room; otherwise it is dropped and its slot freed.
-    /// `current` is the version of its component serving right now.
-    pub fn put(&self, instance: Instance, current: Option<&Arc<LoadedComponent>>) {
+    /// `is_current` tells whether its version still serves (asked only when
+    /// reuse is on: it costs a lookup).
+    pub fn put(&self, instance: Instance, is_current: impl FnOnce(&Arc<LoadedComponent>) -> bool) {
         let reusable = instance.served < self.max_uses
             && instance.store.data().is_between_requests()
-            && current.is_some_and(|c| Arc::ptr_eq(c, &instance.component));
+            && is_current(&instance.component);
         if !reusable {
             return;
         }
