@@ -79,6 +79,16 @@ pub struct Config {
     pub shutdown_drain: Duration,
     /// `COMPONENTS_WATCH`: swap in a component file that changes on disk.
     pub components_watch: bool,
+    /// `MAX_CONNECTIONS`: client connections open at once, per port; at the
+    /// cap new clients wait in the kernel's accept queue.
+    pub max_connections: u32,
+    /// `HEADER_TIMEOUT_MS`: from a request's first byte to the end of its header.
+    pub header_timeout: Duration,
+    /// `BODY_TIMEOUT_MS`: to receive a request's body once its header came.
+    pub body_timeout: Duration,
+    /// `KEEPALIVE_TIMEOUT_MS`: an idle connection is closed after this long
+    /// (keep it above the load balancer's idle timeout: 60 s on an ALB).
+    pub keepalive_timeout: Duration,
 }
 
 impl Config {
@@ -172,6 +182,10 @@ impl Config {
             shutdown_grace: Duration::from_millis(number(&get, "SHUTDOWN_GRACE_MS", 5000, 0, 600_000)?.into()),
             shutdown_drain: Duration::from_millis(number(&get, "SHUTDOWN_DRAIN_MS", 20_000, 0, 600_000)?.into()),
             components_watch: flag(&get, "COMPONENTS_WATCH", false)?,
+            max_connections: number(&get, "MAX_CONNECTIONS", 1024, 1, 1_000_000)?,
+            header_timeout: millis(&get, "HEADER_TIMEOUT_MS", 10_000)?,
+            body_timeout: millis(&get, "BODY_TIMEOUT_MS", 10_000)?,
+            keepalive_timeout: millis(&get, "KEEPALIVE_TIMEOUT_MS", 75_000)?,
         })
     }
 }
@@ -191,6 +205,15 @@ fn flag(get: &impl Fn(&str) -> Option<String>, variable: &'static str, default: 
         Some("0" | "false" | "no" | "off") => Ok(false),
         Some(other) => Err(ConfigError { variable, message: format!("{other:?} is not true or false") }),
     }
+}
+
+/// A duration in milliseconds, 1 ms to 10 minutes, or `default` when unset.
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u32,
+) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(number(get, variable, default, 1, 600_000)?.into()))
 }
 
 /// An integer variable in `min..=max`, or `default` when unset.
@@ -222,6 +245,10 @@ mod tests {
         assert_eq!((c.port, c.admin_port), (8080, 9090));
         assert_eq!((c.pagination_limit, c.pagination_max), (20, 100));
         assert_eq!(c.request_timeout, Duration::from_millis(5000));
+        assert_eq!(
+            (c.max_connections, c.header_timeout, c.keepalive_timeout),
+            (1024, Duration::from_secs(10), Duration::from_secs(75))
+        );
         assert_eq!(c.environment, Environment::Development);
         assert!(c.database_url.starts_with("sqlite:"));
     }
@@ -239,6 +266,9 @@ mod tests {
             ("DB_STATEMENT_TIMEOUT_MS", "0"),
             ("COMPONENTS_WATCH", "maybe"),
             ("SHUTDOWN_DRAIN_MS", "forever"),
+            ("MAX_CONNECTIONS", "0"),
+            ("HEADER_TIMEOUT_MS", "0"),
+            ("KEEPALIVE_TIMEOUT_MS", "1h"),
         ] {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{var}={value}");

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::host_api::{HandlerSettings, Shared};
-use crate::http::{self, Admin, App, CorsOrigins};
+use crate::http::{self, Admin, App, ConnectionLimits, CorsOrigins};
 use crate::routing::RouteTable;
 use crate::runtime::{self, PoolLimits, Runtime};
 use crate::storage::{self, ConnectOptions, Database};
@@ -78,11 +78,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let draining = Arc::new(AtomicBool::new(false));
+    let openapi = http::openapi::document(&http::openapi::Settings {
+        api_version: &config.api_version,
+        pagination_limit: config.pagination_limit,
+        pagination_max: config.pagination_max,
+    })
+    .context("the OpenAPI document in the binary is not JSON")?;
     let app = Arc::new(App {
+        openapi: openapi.into(),
         runtime: runtime.clone(),
         routes: routes.clone(),
         api_version: config.api_version.clone(),
         environment: config.environment.as_str(),
+        body_timeout: config.body_timeout,
         draining: draining.clone(),
         metrics: metrics.clone(),
     });
@@ -104,7 +112,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let watcher = config.components_watch.then(|| tokio::spawn(runtime::watch(runtime.clone(), files)));
-    let admin_server = tokio::spawn(async move { axum::serve(admin_listener, admin).await });
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        keepalive_timeout: config.keepalive_timeout,
+    };
+    ensure_descriptors(limits.max_connections, config.db_pool_size);
+    let admin_server =
+        tokio::spawn(http::serve(admin_listener, "admin", admin, limits, metrics.clone(), std::future::pending()));
 
     let (phase_tx, phase) = watch::channel(Phase::Serving);
     let grace = config.shutdown_grace;
@@ -119,16 +134,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let closing = reached(phase.clone(), Phase::Closing);
     let mut public_server =
-        tokio::spawn(async move { axum::serve(public_listener, public).with_graceful_shutdown(closing).await });
+        tokio::spawn(http::serve(public_listener, "public", public, limits, metrics.clone(), closing));
 
     tokio::select! {
         served = &mut public_server => {
-            // The server stopped without a shutdown signal: an I/O failure.
-            served??;
+            // The server stopped without a shutdown signal: it panicked.
+            served?;
         }
         _ = reached(phase, Phase::Closing) => {
             match tokio::time::timeout(config.shutdown_drain, &mut public_server).await {
-                Ok(served) => served??,
+                Ok(served) => served?,
                 Err(_) => tracing::warn!(
                     drain_ms = config.shutdown_drain.as_millis() as u64,
                     "drain deadline passed; stopping with requests still in flight"
@@ -149,6 +164,31 @@ pub fn pool_limits(config: &Config) -> PoolLimits {
         instances: config.instance_limit,
         memory_bytes: config.instance_memory_mb as usize * 1024 * 1024,
         reuse: config.instance_reuse,
+    }
+}
+
+/// Make sure the process may open a descriptor for every connection on both
+/// ports, the database pool and its own files: raise the soft limit toward
+/// the hard one if needed, and say so when even that is not enough (accepts
+/// would then fail with EMFILE before the cap is reached).
+fn ensure_descriptors(max_connections: u32, db_pool_size: u32) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const OWN_FILES: u64 = 64;
+    let needed = 2 * u64::from(max_connections) + u64::from(db_pool_size) + OWN_FILES;
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= needed {
+        return;
+    }
+    let raised = needed.min(limit.maximum.unwrap_or(u64::MAX));
+    let set = raised > current
+        && setrlimit(Resource::Nofile, Rlimit { current: Some(raised), maximum: limit.maximum }).is_ok();
+    if !set || raised < needed {
+        tracing::warn!(
+            needed,
+            limit = if set { raised } else { current },
+            "MAX_CONNECTIONS needs more file descriptors than the process may open; lower it or raise the limit"
+        );
     }
 }
 

@@ -379,8 +379,10 @@ impl Server {
 
     /// Scrape `/metrics`: each sample line as (series, value).
     pub async fn metrics(&self) -> std::collections::HashMap<String, f64> {
-        let text =
-            self.client.get(self.admin_url("/metrics")).send().await.expect("scrape").text().await.expect("text");
+        // A connection of its own each time: a pooled one may be closed by
+        // the server's keep-alive timeout just as it is reused.
+        let scrape = self.client.get(self.admin_url("/metrics")).header("connection", "close").send();
+        let text = scrape.await.expect("scrape").text().await.expect("text");
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .filter_map(|l| {

@@ -46,11 +46,14 @@ pub fn commit(tx: Transaction) -> Result<(), ApiError> {
     Transaction::commit(tx).map_err(into_api_error)
 }
 
-/// Map a database error to the client's answer. Constraint violations the
-/// handler did not foresee are conflicts; contention and outages are 503s.
+/// Map a database error to the client's answer by whose fault it is:
+/// constraint violations the handler did not foresee are conflicts (409),
+/// values the database refused are the client's (422); only contention and
+/// outages answer 503, which invites a retry.
 pub fn into_api_error(err: Error) -> ApiError {
     let (kind, detail) = match &err {
         Error::ConstraintViolation(d) => ("constraint_violation", d),
+        Error::InvalidData(d) => ("invalid_data", d),
         Error::Busy(d) => ("busy", d),
         Error::Unavailable(d) => ("unavailable", d),
         Error::Other(d) => ("other", d),
@@ -58,6 +61,7 @@ pub fn into_api_error(err: Error) -> ApiError {
     crate::log(Level::Warn, "database error", &[("kind", kind), ("detail", detail)]);
     match err {
         Error::ConstraintViolation(_) => ApiError::Conflict("the change conflicts with existing data".into()),
+        Error::InvalidData(_) => ApiError::InvalidData,
         Error::Busy(_) | Error::Unavailable(_) => ApiError::Unavailable,
         Error::Other(_) => ApiError::Internal,
     }

@@ -24,8 +24,14 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     /// 409: a business rule.
     Conflict(String),
+    /// 415: a body that must be JSON was sent as something else; the
+    /// content types this method accepts.
+    UnsupportedMediaType(&'static str),
     /// 422, one entry per field.
     Validation(Vec<FieldError>),
+    /// 422: the database refused a value the field rules let through (a
+    /// data exception): the client's fault, never worth retrying.
+    InvalidData,
     /// 503: the database is unreachable or too busy; the client may retry.
     Unavailable,
     /// 500: a bug. The cause is logged, never sent.
@@ -53,8 +59,14 @@ impl ApiError {
                 return Response::json(405, &body).header("allow", allow);
             }
             ApiError::Conflict(m) => (409, "conflict", m, None),
+            ApiError::UnsupportedMediaType(accepted) => {
+                (415, "unsupported_media_type", format!("the body must be sent as {accepted}"), None)
+            }
             ApiError::Validation(d) => {
                 (422, "validation_failed", "the request body breaks field rules".into(), Some(d))
+            }
+            ApiError::InvalidData => {
+                (422, "validation_failed", "the request holds a value the database cannot store".into(), None)
             }
             ApiError::Unavailable => {
                 let body = error_body("unavailable", "the database is unavailable; retry shortly", None);

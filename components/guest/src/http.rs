@@ -14,7 +14,11 @@ pub struct Request {
     pub path: String,
     /// Raw `name=value` pairs as sent, kept to rebuild links.
     raw_query: Vec<(String, String)>,
-    query: Vec<(String, String)>,
+    /// Decoded pairs; a value that is not usable text keeps the reason, which
+    /// becomes a 400 naming the parameter when a handler asks for it.
+    query: Vec<(String, Result<String, &'static str>)>,
+    /// The `content-type` header, if sent.
+    content_type: Option<String>,
     pub body: Vec<u8>,
     pub request_id: String,
 }
@@ -30,13 +34,27 @@ impl Request {
                 None => (p.to_string(), String::new()),
             })
             .collect();
-        let query = raw_query.iter().map(|(k, v)| (percent_decode(k), percent_decode(v))).collect();
-        Request { method: req.method, path: req.path, raw_query, query, body: req.body, request_id: req.request_id }
+        let query = raw_query.iter().map(|(k, v)| (percent_decode(k).unwrap_or_default(), percent_decode(v))).collect();
+        let content_type = req.headers.into_iter().find(|(name, _)| name == "content-type").map(|(_, value)| value);
+        Request {
+            method: req.method,
+            path: req.path,
+            raw_query,
+            query,
+            content_type,
+            body: req.body,
+            request_id: req.request_id,
+        }
     }
 
-    /// The first value of a query parameter, decoded.
-    pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    /// The first value of a query parameter, decoded; `400 invalid_parameter`
+    /// when it is not UTF-8 text or holds a NUL character.
+    pub fn query(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.query.iter().find(|(k, _)| k == name) {
+            None => Ok(None),
+            Some((_, Ok(value))) => Ok(Some(value)),
+            Some((_, Err(why))) => Err(ApiError::invalid_parameter(name, *why)),
+        }
     }
 
     /// The raw query pairs except the named ones, for building links.
@@ -54,9 +72,12 @@ impl Request {
         Some(rest.split('/').filter(|s| !s.is_empty()).collect())
     }
 
-    /// The body as a JSON object: `400 invalid_json` when it is not JSON,
-    /// `422` when it is JSON but not an object.
+    /// The body as a JSON object: `415` unless it was sent as JSON (`PATCH`
+    /// may send a merge patch), `400 invalid_json` when it is not JSON, `422`
+    /// when it is JSON but not an object. Checked here, after routing, so
+    /// that a method the path does not allow is a 405 whatever its body.
     pub fn json_object(&self) -> Result<Map<String, Value>, ApiError> {
+        self.require_json_content_type()?;
         let value: Value = serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
         match value {
@@ -65,6 +86,17 @@ impl Request {
                 field: "body".into(),
                 message: "must be a JSON object".into(),
             }])),
+        }
+    }
+
+    fn require_json_content_type(&self) -> Result<(), ApiError> {
+        let patch = self.method == "PATCH";
+        let mime = self.content_type.as_deref().map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        match mime.as_deref() {
+            Some("application/json") => Ok(()),
+            Some("application/merge-patch+json") if patch => Ok(()),
+            _ if patch => Err(ApiError::UnsupportedMediaType("application/json or application/merge-patch+json")),
+            _ => Err(ApiError::UnsupportedMediaType("application/json")),
         }
     }
 }
@@ -119,8 +151,9 @@ pub fn serve(req: wit::Request, route: impl FnOnce(&Request) -> Result<Response,
     }
 }
 
-/// Decode `%XX` escapes and `+` (as a space) in a query component.
-fn percent_decode(s: &str) -> String {
+/// Decode `%XX` escapes and `+` (as a space) in a query component. The
+/// result must be UTF-8 without NUL: the reason otherwise.
+fn percent_decode(s: &str) -> Result<String, &'static str> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -138,7 +171,11 @@ fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    let text = String::from_utf8(out).map_err(|_| "must be UTF-8 text (percent-encoded)")?;
+    if text.contains('\0') {
+        return Err("must not contain the NUL character (%00)");
+    }
+    Ok(text)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -156,9 +193,16 @@ mod tests {
 
     #[test]
     fn decodes_escapes_and_plus() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("%C3%A9"), "é");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("a%20b+c"), Ok("a b c".into()));
+        assert_eq!(percent_decode("%C3%A9"), Ok("é".into()));
+        assert_eq!(percent_decode("100%"), Ok("100%".into()));
+        assert_eq!(percent_decode("%zz"), Ok("%zz".into()));
+    }
+
+    #[test]
+    fn refuses_what_is_not_text() {
+        assert!(percent_decode("a%00b").is_err(), "NUL");
+        assert!(percent_decode("%FF").is_err(), "not UTF-8");
+        assert!(percent_decode("%C3").is_err(), "a cut sequence");
     }
 }

@@ -16,14 +16,14 @@ impl Page {
     pub fn from_request(req: &Request) -> Result<Page, ApiError> {
         let settings = config::get();
         let max = i64::from(settings.pagination_max);
-        let limit = match req.query("limit") {
+        let limit = match req.query("limit")? {
             None => i64::from(settings.pagination_limit),
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if (1..=max).contains(&n) => n,
                 _ => return Err(ApiError::invalid_parameter("limit", format!("must be an integer from 1 to {max}"))),
             },
         };
-        let offset = match req.query("offset") {
+        let offset = match req.query("offset")? {
             None => 0,
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if n >= 0 => n,
@@ -36,7 +36,7 @@ impl Page {
     /// The `Link` header value for the next page, present exactly when
     /// `offset + returned < total`; it keeps every other query parameter.
     pub fn next_link(&self, req: &Request, returned: usize, total: i64) -> Option<String> {
-        let next = self.offset + returned as i64;
+        let next = self.offset.saturating_add(returned as i64);
         if next >= total {
             return None;
         }

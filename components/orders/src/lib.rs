@@ -1,12 +1,15 @@
 //! The `orders` handler component: `/api/v1/orders` and `/api/v1/store/inventory`.
 //!
 //! Every rule that touches a pet and an order runs in one transaction, and
-//! the pet's state is changed by a conditional `UPDATE … WHERE status = …`,
-//! so of many concurrent orders for one pet exactly one can win.
+//! every state change is a conditional write (`UPDATE … WHERE status = …`,
+//! `DELETE … WHERE status <> …`) whose row count says whether it won: never a
+//! read followed by a write. So of concurrent changes to one pet or one
+//! order exactly one wins, on SQLite and on PostgreSQL alike; a loser then
+//! reads the winner's committed result to say why it lost (404 or 409).
 
 use petstore_guest::db::{self, Db, Row, Sql, Value};
 use petstore_guest::paging::{Page, PageBody};
-use petstore_guest::validate::{self, Validator};
+use petstore_guest::validate::{self, Presence, Validator};
 use petstore_guest::{ApiError, Handler, Request, Response, bindings, serve};
 use serde::Serialize;
 
@@ -95,7 +98,7 @@ fn list(req: &Request) -> Result<Response, ApiError> {
     let page = Page::from_request(req)?;
     let mut params = Vec::new();
     let mut filter = String::new();
-    if let Some(status) = req.query("status") {
+    if let Some(status) = req.query("status")? {
         if !STATUSES.contains(&status) {
             return Err(ApiError::invalid_parameter("status", "must be one of: placed, approved, delivered"));
         }
@@ -121,13 +124,10 @@ fn list(req: &Request) -> Result<Response, ApiError> {
 fn place(req: &Request) -> Result<Response, ApiError> {
     let body = req.json_object()?;
     let mut v = Validator::new();
-    let pet_id = v.integer(&body, "pet_id", 1, i64::MAX);
-    if !body.contains_key("pet_id") {
-        v.fail("pet_id", "is required");
-    }
-    let quantity = v.integer(&body, "quantity", 1, 100).unwrap_or(1);
+    let pet_id = v.integer(&body, "pet_id", (1, i64::MAX), Presence::Required);
+    let quantity = v.integer(&body, "quantity", (1, 100), Presence::Optional);
     v.finish()?;
-    let pet_id = pet_id.ok_or(ApiError::Internal)?;
+    let (Some(pet_id), quantity) = (pet_id, quantity.unwrap_or(1)) else { return Err(ApiError::Internal) };
 
     let now = petstore_guest::time::now_rfc3339();
     let tx = db::begin()?;
@@ -157,26 +157,34 @@ fn place(req: &Request) -> Result<Response, ApiError> {
 fn advance(req: &Request, id: i64) -> Result<Response, ApiError> {
     let body = req.json_object()?;
     let mut v = Validator::new();
-    let status = v.one_of(&body, "status", STATUSES);
-    if !body.contains_key("status") {
-        v.fail("status", "is required");
-    }
+    let status = v.one_of(&body, "status", STATUSES, Presence::Required);
     v.finish()?;
-    let status = status.ok_or(ApiError::Internal)?;
+    let Some(status) = status else { return Err(ApiError::Internal) };
+    let earlier = &STATUSES[..rank(&status)];
+    if earlier.is_empty() {
+        // Nothing moves forward to the first status: only the reason differs.
+        let order = fetch(&Db, id)?.ok_or_else(|| ApiError::not_found("order"))?;
+        return Err(backwards(&order.status, &status));
+    }
 
     let tx = db::begin()?;
-    let order = fetch(&tx, id)?.ok_or_else(|| ApiError::not_found("order"))?;
-    if rank(&status) <= rank(&order.status) {
-        return Err(ApiError::Conflict(format!("an order cannot move from {} to {status}", order.status)));
-    }
     let now = petstore_guest::time::now_rfc3339();
+    let mut params = vec![Value::Integer(id), Value::Text(status.clone()), Value::Text(now.clone())];
+    params.extend(earlier.iter().map(|s| Value::Text(s.to_string())));
     let rows = tx.rows(
-        &format!("UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1 RETURNING {COLUMNS}"),
-        &[Value::Integer(id), Value::Text(status.clone()), Value::Text(now.clone())],
+        &format!(
+            "UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1 AND status IN ({}) RETURNING {COLUMNS}",
+            db::placeholders(4, earlier.len())
+        ),
+        &params,
     )?;
-    let updated = rows.rows.first().map(|r| Order::from_row(r)).transpose()?.ok_or(ApiError::Internal)?;
+    let Some(updated) = rows.rows.first().map(|r| Order::from_row(r)).transpose()? else {
+        // Lost: the order is gone, or already at or past `status`.
+        let order = fetch(&tx, id)?.ok_or_else(|| ApiError::not_found("order"))?;
+        return Err(backwards(&order.status, &status));
+    };
     if status == "delivered"
-        && let Some(pet_id) = order.pet_id
+        && let Some(pet_id) = updated.pet_id
     {
         tx.run(
             "UPDATE pets SET status = 'sold', updated_at = $2 WHERE id = $1",
@@ -187,6 +195,10 @@ fn advance(req: &Request, id: i64) -> Result<Response, ApiError> {
     Ok(Response::json(200, &updated))
 }
 
+fn backwards(from: &str, to: &str) -> ApiError {
+    ApiError::Conflict(format!("an order cannot move from {from} to {to}"))
+}
+
 fn rank(status: &str) -> usize {
     STATUSES.iter().position(|s| *s == status).unwrap_or(0)
 }
@@ -195,12 +207,16 @@ fn rank(status: &str) -> usize {
 /// available again, in one transaction.
 fn cancel(id: i64) -> Result<Response, ApiError> {
     let tx = db::begin()?;
-    let order = fetch(&tx, id)?.ok_or_else(|| ApiError::not_found("order"))?;
-    if order.status == "delivered" {
-        return Err(ApiError::Conflict("a delivered order cannot be cancelled".into()));
-    }
-    tx.run("DELETE FROM orders WHERE id = $1", &[Value::Integer(id)])?;
-    if let Some(pet_id) = order.pet_id {
+    let rows =
+        tx.rows("DELETE FROM orders WHERE id = $1 AND status <> 'delivered' RETURNING pet_id", &[Value::Integer(id)])?;
+    let Some(row) = rows.rows.first() else {
+        // Lost: the order is gone (cancelled meanwhile) or delivered.
+        return Err(match fetch(&tx, id)? {
+            None => ApiError::not_found("order"),
+            Some(_) => ApiError::Conflict("a delivered order cannot be cancelled".into()),
+        });
+    };
+    if let Some(pet_id) = Row(row).opt_int(0)? {
         tx.run(
             "UPDATE pets SET status = 'available', updated_at = $2 WHERE id = $1",
             &[Value::Integer(pet_id), Value::Text(petstore_guest::time::now_rfc3339())],

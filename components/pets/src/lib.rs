@@ -6,7 +6,7 @@
 
 use petstore_guest::db::{self, Db, Row, Sql, Value};
 use petstore_guest::paging::{Page, PageBody};
-use petstore_guest::validate::{self, Validator};
+use petstore_guest::validate::{self, Padding, Presence, Validator};
 use petstore_guest::{ApiError, Handler, Request, Response, bindings, serve};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -86,15 +86,15 @@ struct PetFields {
 
 impl PetFields {
     /// Validate a whole pet (create and replace): absent `tags` and `status`
-    /// take their defaults.
+    /// take their defaults; `null` is not a value of any field.
     fn from_json(obj: &Map<String, Json>) -> Result<PetFields, ApiError> {
         let mut v = Validator::new();
-        let name = v.text(obj, "name", 100, true);
-        let species = v.text(obj, "species", 50, true);
+        let name = v.text(obj, "name", 100, Presence::Required);
+        let species = v.text(obj, "species", 50, Presence::Required);
         let tags = tags(&mut v, obj.get("tags"));
         let status = match obj.get("status") {
-            Some(Json::Null) | None => Some("available".to_string()),
-            Some(_) => v.one_of(obj, "status", STATUSES),
+            None => Some("available".to_string()),
+            Some(_) => v.one_of(obj, "status", STATUSES, Presence::Optional),
         };
         v.finish()?;
         match (name, species, tags, status) {
@@ -104,10 +104,11 @@ impl PetFields {
     }
 }
 
-/// At most 10 distinct strings of 1–30 characters; absent or null is `[]`.
+/// At most 10 distinct strings of 1–30 characters, taken as sent (not
+/// trimmed: `"a"` and `" a"` cannot both become `a`); absent is `[]`.
 fn tags(v: &mut Validator, value: Option<&Json>) -> Option<Vec<String>> {
     let items = match value {
-        None | Some(Json::Null) => return Some(Vec::new()),
+        None => return Some(Vec::new()),
         Some(Json::Array(items)) => items,
         Some(_) => {
             v.fail("tags", "must be an array of strings");
@@ -120,7 +121,7 @@ fn tags(v: &mut Validator, value: Option<&Json>) -> Option<Vec<String>> {
     }
     let mut tags: Vec<String> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let tag = v.text_value(&format!("tags[{i}]"), item, 30)?;
+        let tag = v.text_value(&format!("tags[{i}]"), item, 30, Padding::Refused)?;
         if tags.contains(&tag) {
             v.fail(&format!("tags[{i}]"), "duplicate tag");
             return None;
@@ -134,18 +135,18 @@ fn list(req: &Request) -> Result<Response, ApiError> {
     let page = Page::from_request(req)?;
     let mut filters = Vec::new();
     let mut params = Vec::new();
-    if let Some(status) = req.query("status") {
+    if let Some(status) = req.query("status")? {
         if !STATUSES.contains(&status) {
             return Err(ApiError::invalid_parameter("status", "must be one of: available, pending, sold"));
         }
         params.push(Value::Text(status.to_string()));
         filters.push(format!("status = ${}", params.len()));
     }
-    if let Some(species) = req.query("species") {
+    if let Some(species) = req.query("species")? {
         params.push(Value::Text(species.to_string()));
         filters.push(format!("species = ${}", params.len()));
     }
-    if let Some(tag) = req.query("tag") {
+    if let Some(tag) = req.query("tag")? {
         params.push(Value::Text(tag.to_string()));
         filters
             .push(format!("EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${})", params.len()));
@@ -206,22 +207,11 @@ fn replace(req: &Request, id: i64) -> Result<Response, ApiError> {
     Ok(Response::json(200, &pet))
 }
 
-/// JSON merge patch of `name`, `species`, `tags`, `status`.
+/// JSON merge patch of `name`, `species`, `tags`, `status`: a member set to
+/// `null` is removed, so `tags` and `status` go back to their defaults, and
+/// the required `name` and `species` cannot be removed.
 fn patch(req: &Request, id: i64) -> Result<Response, ApiError> {
     let patch = req.json_object()?;
-    let tx = db::begin()?;
-    let current = fetch(&tx, id)?.ok_or_else(|| ApiError::not_found("pet"))?;
-    let mut merged = Map::new();
-    merged.insert("name".into(), Json::String(current.name));
-    merged.insert("species".into(), Json::String(current.species));
-    merged.insert("tags".into(), current.tags.into_iter().map(Json::String).collect());
-    merged.insert("status".into(), Json::String(current.status));
-    for field in ["name", "species", "tags", "status"] {
-        if let Some(value) = patch.get(field) {
-            merged.insert(field.into(), value.clone());
-        }
-    }
-    // In a merge patch `null` removes a member: required members cannot go.
     let mut v = Validator::new();
     for field in ["name", "species"] {
         if matches!(patch.get(field), Some(Json::Null)) {
@@ -229,10 +219,42 @@ fn patch(req: &Request, id: i64) -> Result<Response, ApiError> {
         }
     }
     v.finish()?;
+    let tx = db::begin()?;
+    // Read the pet under its row lock, so a concurrent patch cannot be lost
+    // between this read and the write below.
+    let current = lock(&tx, id)?.ok_or_else(|| ApiError::not_found("pet"))?;
+    let mut merged = Map::new();
+    merged.insert("name".into(), Json::String(current.name));
+    merged.insert("species".into(), Json::String(current.species));
+    merged.insert("tags".into(), current.tags.into_iter().map(Json::String).collect());
+    merged.insert("status".into(), Json::String(current.status));
+    for field in ["name", "species", "tags", "status"] {
+        match patch.get(field) {
+            Some(Json::Null) => {
+                merged.remove(field);
+            }
+            Some(value) => {
+                merged.insert(field.into(), value.clone());
+            }
+            None => {}
+        }
+    }
     let fields = PetFields::from_json(&merged)?;
     let pet = store(&tx, id, fields)?;
     db::commit(tx)?;
     Ok(Response::json(200, &pet))
+}
+
+/// The pet, read with its row locked until `tx` ends (a no-op update: SQLite
+/// has no `SELECT … FOR UPDATE`, and its transactions hold the write lock
+/// anyway). Concurrent writers of the pet wait; a waiting one then reads the
+/// committed result.
+fn lock(tx: &impl Sql, id: i64) -> Result<Option<Pet>, ApiError> {
+    let rows = tx.rows(
+        &format!("UPDATE pets SET updated_at = updated_at WHERE id = $1 RETURNING {COLUMNS}"),
+        &[Value::Integer(id)],
+    )?;
+    rows.rows.first().map(|r| Pet::from_row(r)).transpose()
 }
 
 /// Overwrite a pet's fields and tags inside `tx`; `404` when it is gone.
@@ -270,21 +292,22 @@ fn tags_json(tags: &[String]) -> Result<String, ApiError> {
     serde_json::to_string(tags).map_err(|_| ApiError::Internal)
 }
 
-/// `409` while the pet has an order that is not delivered. The check and the
-/// delete are one statement, so an order placed meanwhile cannot slip between.
+/// `409` while the pet has an order that is not delivered. The pet's row is
+/// locked first: an order is placed by claiming that row, so once it is
+/// locked no new order can appear, and the check below sees every order
+/// committed before (on PostgreSQL each statement reads what was committed
+/// when it started).
 fn delete(id: i64) -> Result<Response, ApiError> {
     let tx = db::begin()?;
+    if lock(&tx, id)?.is_none() {
+        return Err(ApiError::not_found("pet"));
+    }
     let deleted = tx.run(
         "DELETE FROM pets WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.pet_id = $1 AND o.status <> 'delivered')",
         &[Value::Integer(id)],
     )?;
     if deleted == 0 {
-        let exists = tx.rows("SELECT 1 FROM pets WHERE id = $1", &[Value::Integer(id)])?;
-        return Err(if exists.rows.is_empty() {
-            ApiError::not_found("pet")
-        } else {
-            ApiError::Conflict("the pet has an order that is not delivered".into())
-        });
+        return Err(ApiError::Conflict("the pet has an order that is not delivered".into()));
     }
     db::commit(tx)?;
     Ok(Response::empty(204))

@@ -12,7 +12,7 @@ impl Handler for Versioned {
         req: bindings::exports::petstore::api::handler::Request,
     ) -> bindings::exports::petstore::api::handler::Response {
         serve(req, |req| {
-            if let Some(ms) = req.query("sleep_ms").and_then(|v| v.parse::<u64>().ok()) {
+            if let Some(ms) = req.query("sleep_ms").ok().flatten().and_then(|v| v.parse::<u64>().ok()) {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             Ok(Response::json(200, &serde_json::json!({ "version": env!("CARGO_PKG_NAME") })))

@@ -1,5 +1,7 @@
 //! The `database` interface: thin conversions between WIT values and the
-//! storage layer, and the per-request cap on open transactions.
+//! storage layer, the per-request cap on open transactions, and the record
+//! of what a request made durable (which decides whether the runtime may run
+//! it again after it lost to contention).
 
 use std::future::Future;
 use std::time::Instant;
@@ -25,14 +27,24 @@ async fn timed<T>(metrics: &Metrics, operation: &str, call: impl Future<Output =
 impl Host for RequestState {
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
         let shared = self.shared.clone();
-        let rows = timed(&shared.metrics, "query", shared.database.query(&sql, to_storage(params))).await?;
-        Ok(to_wit(rows))
+        let rows = timed(&shared.metrics, "query", shared.database.query(&sql, to_storage(params))).await;
+        // Outside a transaction a statement commits by itself: unless it is a
+        // plain SELECT, assume it wrote.
+        self.outcome.record(&rows, !is_select(&sql));
+        Ok(to_wit(rows?))
     }
 
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
         let shared = self.shared.clone();
-        Ok(timed(&shared.metrics, "execute", shared.database.execute(&sql, to_storage(params))).await?)
+        let affected = timed(&shared.metrics, "execute", shared.database.execute(&sql, to_storage(params))).await;
+        self.outcome.record(&affected, true);
+        Ok(affected?)
     }
+}
+
+/// Whether a statement only reads (a SELECT); anything else may write.
+fn is_select(sql: &str) -> bool {
+    sql.trim_start().get(..6).is_some_and(|word| word.eq_ignore_ascii_case("select"))
 }
 
 impl HostTransaction for RequestState {
@@ -41,7 +53,9 @@ impl HostTransaction for RequestState {
             return Err(Error::Other(format!("at most {MAX_OPEN_TRANSACTIONS} transactions may be open at once")));
         }
         let shared = self.shared.clone();
-        let tx = timed(&shared.metrics, "begin", shared.database.begin()).await?;
+        let tx = timed(&shared.metrics, "begin", shared.database.begin()).await;
+        self.outcome.record(&tx, false);
+        let tx = tx?;
         let handle = self.table.push(tx).map_err(|e| Error::Other(e.to_string()))?;
         self.open_transactions += 1;
         Ok(handle)
@@ -50,19 +64,25 @@ impl HostTransaction for RequestState {
     async fn query(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
         let shared = self.shared.clone();
         let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
-        Ok(to_wit(timed(&shared.metrics, "query", tx.query(&sql, to_storage(params))).await?))
+        let rows = timed(&shared.metrics, "query", tx.query(&sql, to_storage(params))).await;
+        self.outcome.record(&rows, false);
+        Ok(to_wit(rows?))
     }
 
     async fn execute(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<u64, Error> {
         let shared = self.shared.clone();
         let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
-        Ok(timed(&shared.metrics, "execute", tx.execute(&sql, to_storage(params))).await?)
+        let affected = timed(&shared.metrics, "execute", tx.execute(&sql, to_storage(params))).await;
+        self.outcome.record(&affected, false);
+        Ok(affected?)
     }
 
     async fn commit(&mut self, tx: Resource<Transaction>) -> Result<(), Error> {
         let tx = self.table.delete(tx).map_err(|e| Error::Other(e.to_string()))?;
         self.open_transactions -= 1;
-        Ok(timed(&self.shared.clone().metrics, "commit", tx.commit()).await?)
+        let committed = timed(&self.shared.clone().metrics, "commit", tx.commit()).await;
+        self.outcome.record(&committed, true);
+        Ok(committed?)
     }
 
     /// Dropping an uncommitted transaction rolls it back (sqlx does so when
@@ -78,7 +98,8 @@ impl From<DbError> for Error {
     fn from(err: DbError) -> Self {
         match err {
             DbError::Constraint(m) => Error::ConstraintViolation(m),
-            DbError::Busy(m) => Error::Busy(m),
+            DbError::InvalidData(m) => Error::InvalidData(m),
+            DbError::Contention(m) | DbError::Busy(m) => Error::Busy(m),
             DbError::Unavailable(m) => Error::Unavailable(m),
             DbError::Other(m) => Error::Other(m),
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::storage::Database;
+use crate::storage::{Database, DbError};
 use crate::telemetry::Metrics;
 
 pub use database::MAX_OPEN_TRANSACTIONS;
@@ -55,6 +55,9 @@ pub struct RequestState {
     table: ResourceTable,
     wasi: WasiCtx,
     open_transactions: usize,
+    /// What this request's database calls made durable, and whether one lost
+    /// to contention.
+    outcome: DbOutcome,
     /// Epoch ticks this request's guest has seen (the runtime's yield policy).
     epoch_ticks: u32,
 }
@@ -69,6 +72,7 @@ impl RequestState {
             // Nothing granted: no env, args, files or sockets; stdio discarded.
             wasi: WasiCtx::builder().build(),
             open_transactions: 0,
+            outcome: DbOutcome::default(),
             epoch_ticks: 0,
         }
     }
@@ -76,7 +80,14 @@ impl RequestState {
     /// Make a kept instance's state the next request's.
     pub fn start_request(&mut self, request_id: Arc<str>) {
         self.request_id = request_id;
+        self.outcome = DbOutcome::default();
         self.epoch_ticks = 0;
+    }
+
+    /// Whether this request lost to database contention before anything it
+    /// did was committed: running it again from the start is then safe.
+    pub fn may_run_again(&self) -> bool {
+        self.outcome.contention && !self.outcome.wrote
     }
 
     /// Whether the last request left nothing open that the next one could
@@ -89,6 +100,26 @@ impl RequestState {
     pub fn count_epoch_tick(&mut self) -> u32 {
         self.epoch_ticks += 1;
         self.epoch_ticks
+    }
+}
+
+/// What one request's database calls did, for the runtime's retry decision.
+#[derive(Debug, Default)]
+struct DbOutcome {
+    /// A call failed because the transaction lost to a concurrent one.
+    contention: bool,
+    /// A call that may have made a change durable succeeded (a commit, or a
+    /// writing statement outside a transaction).
+    wrote: bool,
+}
+
+impl DbOutcome {
+    fn record<T>(&mut self, result: &Result<T, DbError>, durable_on_success: bool) {
+        match result {
+            Ok(_) => self.wrote |= durable_on_success,
+            Err(DbError::Contention(_)) => self.contention = true,
+            Err(_) => {}
+        }
     }
 }
 

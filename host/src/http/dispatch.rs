@@ -1,6 +1,8 @@
-//! Hands a request under `/api/v1` to the component its route names: checks
-//! the content type, reads the body within the limit, runs the component and
-//! turns its answer into an HTTP response.
+//! Hands a request under `/api/v1` to the component its route names: reads
+//! the body within the limit, runs the component and turns its answer into
+//! an HTTP response. The content type is the component's to check, after it
+//! has routed the method (a method a path does not allow is a 405 whatever
+//! its body).
 
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 
 use super::error::ApiError;
@@ -33,11 +35,12 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
 
 async fn run(app: &App, component: &str, req: Request) -> Result<Response, ApiError> {
     let component = app.runtime.component(component).ok_or(ApiError::Unavailable)?;
-    check_content_type(&req)?;
     let (parts, body) = req.into_parts();
     let request_id =
         parts.headers.get(super::request_id::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let body = read_body(&parts.headers, body).await?;
+    let body = tokio::time::timeout(app.body_timeout, read_body(&parts.headers, body))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(app.body_timeout.as_millis()))??;
     let request = wit::Request {
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
@@ -54,27 +57,6 @@ async fn run(app: &App, component: &str, req: Request) -> Result<Response, ApiEr
         tracing::warn!(component = &*component.name, error = %err, "component did not answer");
     })?;
     into_http(&component.name, answer)
-}
-
-/// `POST`/`PUT`/`PATCH` must send JSON (`PATCH` may send a merge patch).
-fn check_content_type(req: &Request) -> Result<(), ApiError> {
-    let method = req.method();
-    if !(method == Method::POST || method == Method::PUT || method == Method::PATCH) {
-        return Ok(());
-    }
-    let mime = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    match mime.as_deref() {
-        Some("application/json") => Ok(()),
-        Some("application/merge-patch+json") if method == Method::PATCH => Ok(()),
-        _ if method == Method::PATCH => {
-            Err(ApiError::UnsupportedMediaType("application/json or application/merge-patch+json"))
-        }
-        _ => Err(ApiError::UnsupportedMediaType("application/json")),
-    }
 }
 
 /// Read at most [`BODY_LIMIT`] bytes, whether or not `Content-Length` was sent.

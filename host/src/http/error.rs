@@ -16,10 +16,10 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
-    #[error("the body must be sent as {0}")]
-    UnsupportedMediaType(&'static str),
     #[error("the body could not be read")]
     BadBody,
+    #[error("the request's body did not arrive within {0} ms")]
+    RequestTimeout(u128),
     #[error("no healthy handler for this route; retry shortly")]
     Unavailable,
     #[error("the handler failed")]
@@ -42,8 +42,8 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::BadBody => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::ComponentFailed => (StatusCode::INTERNAL_SERVER_ERROR, "component_failed"),
             ApiError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
@@ -76,6 +76,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RequestTimeout(_) => {
+                // The rest of the body may still come: this connection is done.
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::Unauthorized => {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -1,5 +1,5 @@
 //! The host's own endpoints: liveness, readiness, health, and the OpenAPI
-//! document.
+//! document (made once at start, see [`super::openapi`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,9 +16,6 @@ use super::observe::Answered;
 
 /// A readiness probe must answer well inside the kubelet's timeout.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The OpenAPI document of API.md, kept in the repository.
-const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// `200` while the process can serve at all; never touches the database.
 pub async fn live() -> Response {
@@ -47,8 +44,8 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
     answered(json_response(status, &body), "/api/v1/health")
 }
 
-pub async fn openapi() -> Response {
-    let mut resp = OPENAPI.into_response();
+pub async fn openapi(State(app): State<Arc<App>>) -> Response {
+    let mut resp = app.openapi.clone().into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     answered(resp, "/api/v1/openapi.json")
 }

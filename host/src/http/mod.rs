@@ -10,11 +10,13 @@
 //!    [`dispatch`], which hands `/api/v1/...` to a component.
 
 mod admin;
+mod connections;
 mod cors;
 mod dispatch;
 pub mod error;
 mod health;
 mod observe;
+pub mod openapi;
 mod request_id;
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use crate::runtime::Runtime;
 use crate::telemetry::Metrics;
 
 pub use admin::{Admin, admin_router};
+pub use connections::{ConnectionLimits, serve};
 pub use cors::CorsOrigins;
 
 /// The public port's body limit (API.md): 64 KiB, counted as received.
@@ -45,6 +48,10 @@ pub struct App {
     pub routes: Arc<RouteTable>,
     pub api_version: String,
     pub environment: &'static str,
+    /// The OpenAPI document as served (with this deployment's settings).
+    pub openapi: bytes::Bytes,
+    /// How long a request's body may take to arrive (`BODY_TIMEOUT_MS`).
+    pub body_timeout: std::time::Duration,
     /// Set when shutdown begins: readiness answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,

@@ -33,6 +33,9 @@ use crate::telemetry::Metrics;
 /// yielding at every tick.
 const TICKS_BEFORE_YIELDING: u32 = 3;
 
+/// Runs of one request when it keeps losing to database contention.
+const MAX_ATTEMPTS: u32 = 3;
+
 /// How long a request waits for a free instance slot before 503.
 const INSTANCE_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -157,11 +160,52 @@ impl Runtime {
     /// `INSTANCE_REUSE` > 1 a warm one that answered earlier requests
     /// cleanly. A trap, a timeout or exhaustion of the guest's memory ends
     /// only this instance, which is never reused.
+    ///
+    /// A request that answered 503 because its transaction lost to a
+    /// concurrent one (a serialization failure or deadlock), before anything
+    /// it did was committed, is run again from the start, at most
+    /// [`MAX_ATTEMPTS`] times in all and within the same deadline: the
+    /// client sees the 503 only if contention persists.
     pub async fn invoke(&self, component: &Arc<LoadedComponent>, request: Request) -> Result<Response, InvokeError> {
         let _slot = tokio::time::timeout(INSTANCE_QUEUE_TIMEOUT, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| InvokeError::Saturated)?
             .map_err(|_| InvokeError::Saturated)?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut attempt = 1;
+        loop {
+            let (response, instance) = self.attempt(component, &request, deadline).await?;
+            let again = response.status == 503 && instance.store.data().may_run_again() && attempt < MAX_ATTEMPTS;
+            self.warm.put(instance, |version| {
+                self.components.get(&*component.name).is_some_and(|current| Arc::ptr_eq(&current.load(), version))
+            });
+            if !again {
+                return Ok(response);
+            }
+            self.metrics.contention_retries.with_label_values(&[&component.name]).inc();
+            tracing::debug!(
+                component = &*component.name,
+                request_id = request.request_id,
+                attempt,
+                "lost to contention; running the request again"
+            );
+            // Jittered back-off, so the transactions that collided do not collide again.
+            let pause = Duration::from_millis(u64::from(attempt) * fastrand::u64(5..25));
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Ok(response);
+            }
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// One run of `request` in an instance, until `deadline`.
+    async fn attempt(
+        &self,
+        component: &Arc<LoadedComponent>,
+        request: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Response, Instance), InvokeError> {
         let name = &*component.name;
         let request_id = Arc::from(request.request_id.as_str());
         let run = async {
@@ -175,10 +219,10 @@ impl Runtime {
             };
             instance.store.set_epoch_deadline(1);
             instance.served += 1;
-            let response = instance.handler.petstore_api_handler().call_handle(&mut instance.store, &request).await?;
+            let response = instance.handler.petstore_api_handler().call_handle(&mut instance.store, request).await?;
             Ok::<_, wasmtime::Error>((response, instance))
         };
-        match tokio::time::timeout(self.timeout, run).await {
+        match tokio::time::timeout_at(deadline, run).await {
             Err(_) => {
                 self.metrics.timeouts.with_label_values(&[name]).inc();
                 Err(InvokeError::Timeout)
@@ -187,12 +231,7 @@ impl Runtime {
                 self.metrics.traps.with_label_values(&[name]).inc();
                 Err(InvokeError::Trap(format!("{trap:#}")))
             }
-            Ok(Ok((response, instance))) => {
-                self.warm.put(instance, |version| {
-                    self.components.get(name).is_some_and(|current| Arc::ptr_eq(&current.load(), version))
-                });
-                Ok(response)
-            }
+            Ok(Ok(answered)) => Ok(answered),
         }
     }
 

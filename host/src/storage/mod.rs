@@ -27,58 +27,69 @@ pub struct RowSet {
     pub rows: Vec<Vec<Value>>,
 }
 
-/// Why a statement failed, in the classes a handler must tell apart.
+/// Why a statement failed, in the classes a handler must tell apart. Each
+/// backend sorts its own error codes into them (`sqlite::class_of`,
+/// `postgres::class_of`); failures that are not the database's answer
+/// (a pool timeout, a broken socket) are sorted here.
 #[derive(Debug, Error)]
 pub enum DbError {
+    /// A constraint refused the write: the client's fault.
     #[error("constraint violation: {0}")]
     Constraint(String),
+    /// A value the database cannot hold or compute with: the client's fault.
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+    /// The transaction lost to a concurrent one (serialization failure,
+    /// deadlock) and was rolled back: running it again is expected to work.
+    #[error("transaction aborted by contention: {0}")]
+    Contention(String),
+    /// Waiting for a lock or a statement took too long.
     #[error("database busy: {0}")]
     Busy(String),
+    /// The database cannot be reached or cannot work (down, shutting down,
+    /// out of disk or connections).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Anything else: bad SQL, a type that cannot be carried, a bug.
     #[error("database error: {0}")]
     Other(String),
 }
 
-impl From<sqlx::Error> for DbError {
-    fn from(err: sqlx::Error) -> Self {
-        use sqlx::error::ErrorKind;
-        match &err {
-            sqlx::Error::Database(db) => {
-                let message = db.message().to_string();
-                match db.kind() {
-                    ErrorKind::UniqueViolation
-                    | ErrorKind::ForeignKeyViolation
-                    | ErrorKind::NotNullViolation
-                    | ErrorKind::CheckViolation => DbError::Constraint(message),
-                    _ if is_contention(db.code().as_deref()) => DbError::Busy(message),
-                    _ if is_outage(db.code().as_deref()) => DbError::Unavailable(message),
-                    _ => DbError::Other(message),
-                }
-            }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => DbError::Unavailable(err.to_string()),
-            _ => DbError::Other(err.to_string()),
-        }
-    }
+/// The class of a database error code, as a backend reads its codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    Constraint,
+    InvalidData,
+    Contention,
+    Busy,
+    Unavailable,
+    Other,
 }
 
-/// PostgreSQL: the connection is gone or the server is shutting down or
-/// starting (class 08, 57P0x).
-fn is_outage(code: Option<&str>) -> bool {
-    code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P0"))
-}
-
-/// SQLite BUSY / LOCKED (and their extended codes); PostgreSQL serialization
-/// failure, deadlock and statement timeout (57014).
-fn is_contention(code: Option<&str>) -> bool {
-    match code {
-        Some("40001" | "40P01" | "57014") => true,
-        Some(c) => c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)),
-        None => false,
+/// Sort a sqlx error; `class_of` reads the backend's own error codes.
+pub(crate) fn classify(err: sqlx::Error, class_of: fn(&str) -> ErrorClass) -> DbError {
+    let class = match &err {
+        sqlx::Error::Database(db) => db.code().map_or(ErrorClass::Other, |code| class_of(&code)),
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => ErrorClass::Unavailable,
+        // A value the driver could not encode for the database.
+        sqlx::Error::Encode(_) => ErrorClass::InvalidData,
+        _ => ErrorClass::Other,
+    };
+    let message = match &err {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    };
+    match class {
+        ErrorClass::Constraint => DbError::Constraint(message),
+        ErrorClass::InvalidData => DbError::InvalidData(message),
+        ErrorClass::Contention => DbError::Contention(message),
+        ErrorClass::Busy => DbError::Busy(message),
+        ErrorClass::Unavailable => DbError::Unavailable(message),
+        ErrorClass::Other => DbError::Other(message),
     }
 }
 
@@ -229,8 +240,8 @@ impl Transaction {
     pub async fn commit(self) -> Result<(), DbError> {
         to_completion(async move {
             match self {
-                Transaction::Sqlite(tx) => Ok(tx.tx.commit().await?),
-                Transaction::Postgres(tx) => Ok(tx.commit().await?),
+                Transaction::Sqlite(tx) => tx.tx.commit().await.map_err(sqlite::error),
+                Transaction::Postgres(tx) => tx.commit().await.map_err(postgres::error),
             }
         })
         .await
@@ -264,15 +275,5 @@ mod tests {
     fn redacts_passwords_only() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("sqlite://petstore.db"), "sqlite://petstore.db");
-    }
-
-    #[test]
-    fn contention_codes_are_busy() {
-        assert!(is_contention(Some("5")));
-        assert!(is_contention(Some("517")));
-        assert!(is_contention(Some("40P01")));
-        assert!(!is_contention(Some("19")));
-        assert!(!is_contention(None));
-        assert!(is_outage(Some("08006")) && is_outage(Some("57P01")) && !is_outage(Some("23505")));
     }
 }

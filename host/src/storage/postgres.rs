@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Column, PgConnection, PgPool, Row, TypeInfo, ValueRef};
 
-use super::{ConnectOptions, DbError, RowSet, Value};
+use super::{ConnectOptions, DbError, ErrorClass, RowSet, Value, classify};
 
 /// Longest wait between two attempts to reach a database that is down.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -76,19 +76,19 @@ impl Postgres {
 
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         self.ready()?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool.acquire().await.map_err(error)?;
         query(&mut conn, sql, params).await
     }
 
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         self.ready()?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool.acquire().await.map_err(error)?;
         execute(&mut conn, sql, params).await
     }
 
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
         self.ready()?;
-        Ok(self.pool.begin().await?)
+        self.pool.begin().await.map_err(error)
     }
 }
 
@@ -108,7 +108,7 @@ fn bind(sql: &str, params: Vec<Value>) -> sqlx::query::Query<'_, sqlx::Postgres,
 }
 
 pub async fn query(conn: &mut PgConnection, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-    let rows = bind(sql, params).fetch_all(conn).await?;
+    let rows = bind(sql, params).fetch_all(conn).await.map_err(error)?;
     let columns = match rows.first() {
         Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
         None => Vec::new(),
@@ -118,35 +118,92 @@ pub async fn query(conn: &mut PgConnection, sql: &str, params: Vec<Value>) -> Re
 }
 
 pub async fn execute(conn: &mut PgConnection, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-    Ok(bind(sql, params).execute(conn).await?.rows_affected())
+    Ok(bind(sql, params).execute(conn).await.map_err(error)?.rows_affected())
 }
 
 /// Decode by each column's type: every integer width becomes a 64-bit
 /// integer, as SQLite answers.
 fn decode_row(row: &PgRow) -> Result<Vec<Value>, DbError> {
-    let mut values = Vec::with_capacity(row.len());
-    for i in 0..row.len() {
-        let raw = row.try_get_raw(i)?;
-        if raw.is_null() {
-            values.push(Value::Null);
-            continue;
-        }
-        let type_name = raw.type_info().name().to_string();
-        values.push(match type_name.as_str() {
-            "INT8" => Value::Integer(row.try_get(i)?),
-            "INT4" => Value::Integer(row.try_get::<i32, _>(i)?.into()),
-            "INT2" => Value::Integer(row.try_get::<i16, _>(i)?.into()),
-            "FLOAT8" => Value::Real(row.try_get(i)?),
-            "FLOAT4" => Value::Real(row.try_get::<f32, _>(i)?.into()),
-            "BOOL" => Value::Boolean(row.try_get(i)?),
-            "BYTEA" => Value::Blob(row.try_get(i)?),
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Value::Text(row.try_get(i)?),
-            other => {
-                return Err(DbError::Other(format!(
-                    "column {i} has a type the database interface does not carry: {other}"
-                )));
-            }
-        });
+    (0..row.len()).map(|i| decode(row, i)).collect()
+}
+
+fn decode(row: &PgRow, i: usize) -> Result<Value, DbError> {
+    let raw = row.try_get_raw(i).map_err(error)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
     }
-    Ok(values)
+    let type_name = raw.type_info().name().to_string();
+    let value = match type_name.as_str() {
+        "INT8" => row.try_get(i).map(Value::Integer),
+        "INT4" => row.try_get::<i32, _>(i).map(|n| Value::Integer(n.into())),
+        "INT2" => row.try_get::<i16, _>(i).map(|n| Value::Integer(n.into())),
+        "FLOAT8" => row.try_get(i).map(Value::Real),
+        "FLOAT4" => row.try_get::<f32, _>(i).map(|f| Value::Real(f.into())),
+        "BOOL" => row.try_get(i).map(Value::Boolean),
+        "BYTEA" => row.try_get(i).map(Value::Blob),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => row.try_get(i).map(Value::Text),
+        other => {
+            return Err(DbError::Other(format!(
+                "column {i} has a type the database interface does not carry: {other}"
+            )));
+        }
+    };
+    value.map_err(error)
+}
+
+/// Sort a PostgreSQL error (see [`class_of`]).
+pub fn error(err: sqlx::Error) -> DbError {
+    classify(err, class_of)
+}
+
+/// PostgreSQL's SQLSTATE codes by class (Appendix A of its manual).
+fn class_of(code: &str) -> ErrorClass {
+    match code {
+        // Serialization failure, deadlock: the transaction was rolled back
+        // and may simply be run again.
+        "40001" | "40P01" => ErrorClass::Contention,
+        // A deferred constraint checked at commit.
+        "40002" => ErrorClass::Constraint,
+        // Lock not available, object in use, statement timeout.
+        "55P03" | "55006" | "57014" => ErrorClass::Busy,
+        _ => match code.get(..2) {
+            Some("23") => ErrorClass::Constraint,
+            // Data exception (22: NUL in text, out of range, bad cast…) and
+            // program limit exceeded (54: a value too large to index).
+            Some("22" | "54") => ErrorClass::InvalidData,
+            // Connection exception, insufficient resources (disk, memory,
+            // connections), operator intervention (shutdown, crash
+            // recovery), system error.
+            Some("08" | "53" | "57" | "58") => ErrorClass::Unavailable,
+            _ => ErrorClass::Other,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_sort_by_whose_fault_they_are() {
+        for (code, class) in [
+            ("23505", ErrorClass::Constraint),
+            ("23514", ErrorClass::Constraint),
+            ("22021", ErrorClass::InvalidData),
+            ("22003", ErrorClass::InvalidData),
+            ("22P02", ErrorClass::InvalidData),
+            ("54000", ErrorClass::InvalidData),
+            ("40001", ErrorClass::Contention),
+            ("40P01", ErrorClass::Contention),
+            ("57014", ErrorClass::Busy),
+            ("55P03", ErrorClass::Busy),
+            ("08006", ErrorClass::Unavailable),
+            ("53300", ErrorClass::Unavailable),
+            ("57P01", ErrorClass::Unavailable),
+            ("42P01", ErrorClass::Other),
+            ("25P02", ErrorClass::Other),
+        ] {
+            assert_eq!(class_of(code), class, "{code}");
+        }
+    }
 }

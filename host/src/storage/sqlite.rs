@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Column, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ConnectOptions, DbError, RowSet, Value};
+use super::{ConnectOptions, DbError, ErrorClass, RowSet, Value, classify};
 
 /// How long a writer waits for the write lock before answering `busy`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,7 +49,8 @@ impl Sqlite {
             // connection's worker thread (two thread wake-ups) per statement.
             .test_before_acquire(false)
             .connect_with(connect)
-            .await?;
+            .await
+            .map_err(error)?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
@@ -62,12 +63,12 @@ impl Sqlite {
     }
 
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool.acquire().await.map_err(error)?;
         query(&mut conn, sql, params).await
     }
 
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool.acquire().await.map_err(error)?;
         execute(&mut conn, sql, params).await
     }
 
@@ -79,13 +80,13 @@ impl Sqlite {
             .await
             .map_err(|_| DbError::Busy("timed out waiting for the write lock".into()))?
             .map_err(|_| DbError::Unavailable("the database is closed".into()))?;
-        Ok(Transaction { tx: self.pool.begin_with("BEGIN IMMEDIATE").await?, _writer: Some(writer) })
+        Ok(Transaction { tx: self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(error)?, _writer: Some(writer) })
     }
 
     /// A transaction that takes no lock until it reads: in WAL mode its
     /// first read fixes the snapshot it sees, and writers are not blocked.
     pub async fn begin_deferred(&self) -> Result<Transaction, DbError> {
-        Ok(Transaction { tx: self.pool.begin().await?, _writer: None })
+        Ok(Transaction { tx: self.pool.begin().await.map_err(error)?, _writer: None })
     }
 }
 
@@ -105,7 +106,7 @@ fn bind(sql: &str, params: Vec<Value>) -> sqlx::query::Query<'_, sqlx::Sqlite, s
 }
 
 pub async fn query(conn: &mut SqliteConnection, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-    let rows = bind(sql, params).fetch_all(conn).await?;
+    let rows = bind(sql, params).fetch_all(conn).await.map_err(error)?;
     let columns = match rows.first() {
         Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
         None => Vec::new(),
@@ -115,7 +116,7 @@ pub async fn query(conn: &mut SqliteConnection, sql: &str, params: Vec<Value>) -
 }
 
 pub async fn execute(conn: &mut SqliteConnection, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-    Ok(bind(sql, params).execute(conn).await?.rows_affected())
+    Ok(bind(sql, params).execute(conn).await.map_err(error)?.rows_affected())
 }
 
 /// Decode by each value's storage class; an INTEGER in a column declared
@@ -143,5 +144,44 @@ fn decode_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
             })
         })
         .collect::<Result<_, sqlx::Error>>()
-        .map_err(DbError::from)
+        .map_err(error)
+}
+
+/// Sort a SQLite error (see [`class_of`]).
+pub fn error(err: sqlx::Error) -> DbError {
+    classify(err, class_of)
+}
+
+/// SQLite's result codes by class. sqlx reports the extended code, whose low
+/// byte is the primary code.
+fn class_of(code: &str) -> ErrorClass {
+    let Ok(extended) = code.parse::<i32>() else { return ErrorClass::Other };
+    match extended & 0xff {
+        // CONSTRAINT
+        19 => ErrorClass::Constraint,
+        // TOOBIG, MISMATCH, RANGE
+        18 | 20 | 25 => ErrorClass::InvalidData,
+        // BUSY, LOCKED: the write lock stayed taken past the busy timeout.
+        5 | 6 => ErrorClass::Busy,
+        // NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
+        7 | 8 | 10 | 11 | 13 | 14 | 26 => ErrorClass::Unavailable,
+        _ => ErrorClass::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_codes_sort_by_their_primary_code() {
+        assert_eq!(class_of("2067"), ErrorClass::Constraint, "SQLITE_CONSTRAINT_UNIQUE");
+        assert_eq!(class_of("787"), ErrorClass::Constraint, "SQLITE_CONSTRAINT_FOREIGNKEY");
+        assert_eq!(class_of("18"), ErrorClass::InvalidData);
+        assert_eq!(class_of("5"), ErrorClass::Busy);
+        assert_eq!(class_of("517"), ErrorClass::Busy, "SQLITE_BUSY_SNAPSHOT");
+        assert_eq!(class_of("13"), ErrorClass::Unavailable, "SQLITE_FULL");
+        assert_eq!(class_of("1"), ErrorClass::Other, "SQL error");
+        assert_eq!(class_of("not a number"), ErrorClass::Other);
+    }
 }

@@ -19,11 +19,15 @@ pub struct Metrics {
     pub http_errors: IntCounterVec,
     pub http_in_flight: IntGauge,
     pub http_abandoned: IntCounter,
+    pub http_connections_open: IntGaugeVec,
+    pub http_connections_closed: IntCounterVec,
+    pub http_connection_cap_reached: IntCounterVec,
     pub instantiation: HistogramVec,
     pub instance_reuses: IntCounterVec,
     pub traps: IntCounterVec,
     pub timeouts: IntCounterVec,
     pub swaps: IntCounterVec,
+    pub contention_retries: IntCounterVec,
     pub db_duration: HistogramVec,
     pub db_pool: IntGaugeVec,
 }
@@ -72,6 +76,24 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
+            http_connections_open: {
+                let g = IntGaugeVec::new(
+                    Opts::new("petstore_http_connections_open", "Client connections open."),
+                    &["listener"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            http_connections_closed: counter(
+                "petstore_http_connections_closed_total",
+                "Client connections the server closed: a header not received within HEADER_TIMEOUT_MS (header_timeout), idle past KEEPALIVE_TIMEOUT_MS (idle_timeout), or idle the longest when a new client needed the slot (reclaimed).",
+                &["listener", "reason"],
+            )?,
+            http_connection_cap_reached: counter(
+                "petstore_http_connection_cap_reached_total",
+                "Clients accepted while every one of MAX_CONNECTIONS slots was taken (each took an idle connection's slot, or waited for one).",
+                &["listener"],
+            )?,
             instantiation: histogram(
                 "petstore_component_instantiation_seconds",
                 "Time to instantiate a component for one request.",
@@ -90,6 +112,11 @@ impl Metrics {
                 &["component"],
             )?,
             swaps: counter("petstore_component_swaps_total", "Hot swaps of a component.", &["component", "result"])?,
+            contention_retries: counter(
+                "petstore_db_contention_retries_total",
+                "Requests run again because their transaction lost to a concurrent one before committing anything.",
+                &["component"],
+            )?,
             db_duration: histogram(
                 "petstore_db_query_duration_seconds",
                 "Database calls made for components.",

@@ -1,11 +1,13 @@
 //! A test-only handler component that misbehaves on purpose, so the tests can
 //! prove a trap, an endless loop or unbounded allocation stays inside its own
-//! request (`/api/v1/misbehave/{trap,loop,alloc,counter}`), and that a
-//! database constraint violation becomes a clean 409 (`…/constraint`).
+//! request (`/api/v1/misbehave/{trap,loop,alloc,counter}`), that a database
+//! constraint violation becomes a clean 409 (`…/constraint`), and how every
+//! other class of database error is answered: `POST …/sql` runs the
+//! statements it is given, in one transaction or one by one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use petstore_guest::db::{self, Row, Sql, Value};
+use petstore_guest::db::{self, Db, Row, Sql, Value};
 use petstore_guest::{ApiError, Handler, Response, bindings, serve};
 
 /// Lives as long as the instance: shows whether instances are shared.
@@ -48,6 +50,7 @@ impl Handler for Misbehave {
                     db::commit(tx)?;
                     Ok(Response::empty(204))
                 }
+                ["sql"] => run_sql(req),
                 _ => Err(ApiError::not_found("route")),
             }
         })
@@ -55,3 +58,43 @@ impl Handler for Misbehave {
 }
 
 petstore_guest::export_handler!(Misbehave);
+
+/// `{"statements": [{"sql": "…", "params": [1, "a", null]}, …], "transaction": true}`:
+/// run each statement (inside one transaction when asked), answer
+/// `{"affected": [n, …]}`, or the error the first failure maps to.
+fn run_sql(req: &petstore_guest::Request) -> Result<Response, ApiError> {
+    let body = req.json_object()?;
+    let statements = body.get("statements").and_then(|s| s.as_array()).cloned().unwrap_or_default();
+    let in_transaction = body.get("transaction").and_then(|t| t.as_bool()).unwrap_or(false);
+    let tx = if in_transaction { Some(db::begin()?) } else { None };
+    let mut affected = Vec::new();
+    for statement in &statements {
+        let sql = statement.get("sql").and_then(|s| s.as_str()).unwrap_or_default();
+        let params: Vec<Value> = statement
+            .get("params")
+            .and_then(|p| p.as_array())
+            .map(|params| params.iter().map(to_value).collect())
+            .unwrap_or_default();
+        affected.push(match &tx {
+            Some(tx) => tx.run(sql, &params)?,
+            None => Db.run(sql, &params)?,
+        });
+    }
+    if let Some(tx) = tx {
+        db::commit(tx)?;
+    }
+    Ok(Response::json(200, &serde_json::json!({ "affected": affected })))
+}
+
+fn to_value(json: &serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Real(n.as_f64().unwrap_or(0.0)),
+        },
+        serde_json::Value::String(s) => Value::Text(s.clone()),
+        other => Value::Text(other.to_string()),
+    }
+}
