@@ -30,11 +30,12 @@ def need_wrk(command: str) -> None:
         raise SystemExit(f"{command} needs wrk: apt-get install -y wrk")
 
 
-def build() -> None:
-    """Components (precompiled) and both release binaries."""
+def build(native: bool = True) -> None:
+    """The components and the service's release binary (and the native
+    baseline's, unless `native` is False)."""
     subprocess.run([str(ROOT / "scripts" / "build-components")], check=True)
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "petstore-host", "-p", "petstore-native-baseline"],
-                   cwd=ROOT, check=True)
+    packages = ["-p", "petstore-host"] + (["-p", "petstore-native-baseline"] if native else [])
+    subprocess.run(["cargo", "build", "--release", "--quiet", *packages], cwd=ROOT, check=True)
 
 
 def free_port() -> int:
@@ -44,8 +45,9 @@ def free_port() -> int:
 
 
 def start(target: str, workdir: Path, env: dict | None = None) -> tuple[subprocess.Popen, int]:
-    """Start `wasm` (the service, as deployed: components precompiled) or
-    `native` on a fresh SQLite file in `workdir`; wait until ready; seed."""
+    """Start `wasm` (the service, compiling its components at start) or
+    `native` on a fresh SQLite file in `workdir` (or the `DATABASE_URL` in
+    `env`); wait until ready; seed."""
     binary, extra = (WASM, {"COMPONENTS_DIR": str(COMPONENTS)}) if target == "wasm" else (NATIVE, {})
     port = free_port()
     full_env = {"PATH": os.environ["PATH"], "PORT": str(port), "ADMIN_PORT": str(free_port()), "LOG_LEVEL": "info",

@@ -2,16 +2,14 @@
 //! trip keeps every record; import refuses to overwrite unless told, names a
 //! bad line, and leaves nothing half-imported.
 
-mod support;
-
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::json;
-use support::Server;
+use crate::support::Server;
 
 fn petstore(database_url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_petstore"))
+    crate::support::command()
         .args(args)
         .env_clear()
         .env("DATABASE_URL", database_url)
@@ -33,6 +31,15 @@ async fn seeded() -> Server {
     s
 }
 
+/// A seeded server, and its export in a temporary folder.
+async fn seeded_and_exported() -> (Server, tempfile::TempDir, std::path::PathBuf) {
+    let s = seeded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.jsonl");
+    assert!(petstore(&s.database_url, &["export", "--to", file.to_str().unwrap()]).status.success());
+    (s, dir, file)
+}
+
 #[tokio::test]
 async fn an_export_imported_elsewhere_exports_the_same_records() {
     let s = seeded().await;
@@ -45,7 +52,7 @@ async fn an_export_imported_elsewhere_exports_the_same_records() {
         serde_json::from_str(std::fs::read_to_string(&first).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!((header["format"].as_str(), header["version"].as_i64()), (Some("petstore-backup"), Some(1)));
 
-    let target = support::fresh_database(dir.path());
+    let target = crate::support::fresh_database(dir.path());
     let out = petstore(&target, &["import", "--from", first.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let second = dir.path().join("second.jsonl");
@@ -61,10 +68,7 @@ async fn an_export_imported_elsewhere_exports_the_same_records() {
 
 #[tokio::test]
 async fn import_refuses_a_database_with_data_unless_told_to_replace() {
-    let s = seeded().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("b.jsonl");
-    assert!(petstore(&s.database_url, &["export", "--to", file.to_str().unwrap()]).status.success());
+    let (s, _dir, file) = seeded_and_exported().await;
     let extra = s.create_pet(&json!({"name": "extra", "species": "dog"})).await;
 
     let refused = petstore(&s.database_url, &["import", "--from", file.to_str().unwrap()]);
@@ -82,10 +86,7 @@ async fn import_refuses_a_database_with_data_unless_told_to_replace() {
 
 #[tokio::test]
 async fn a_bad_line_is_named_and_nothing_is_half_imported() {
-    let s = seeded().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("b.jsonl");
-    assert!(petstore(&s.database_url, &["export", "--to", file.to_str().unwrap()]).status.success());
+    let (s, dir, file) = seeded_and_exported().await;
     let good = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = good.lines().collect();
 
@@ -101,7 +102,7 @@ async fn a_bad_line_is_named_and_nothing_is_half_imported() {
         let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
         edited[number - 1] = bad;
         std::fs::write(&file, edited.join("\n")).unwrap();
-        let target = support::fresh_database(dir.path().join(format!("t{number}")).as_path());
+        let target = crate::support::fresh_database(dir.path().join(format!("t{number}")).as_path());
         if target.starts_with("sqlite") {
             std::fs::create_dir_all(dir.path().join(format!("t{number}"))).unwrap();
         }
@@ -116,7 +117,7 @@ async fn a_bad_line_is_named_and_nothing_is_half_imported() {
     }
     // A truncated file is refused too: the header's counts do not match.
     std::fs::write(&file, lines[..3].join("\n")).unwrap();
-    let target = support::fresh_database(dir.path());
+    let target = crate::support::fresh_database(dir.path());
     let out = petstore(&target, &["import", "--from", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));

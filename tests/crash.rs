@@ -5,14 +5,12 @@
 //! with its pet's status). Runs on SQLite, and on PostgreSQL in
 //! scripts/test's second pass.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::Server;
+use crate::support::{Server, eventually};
 
 /// Writers running at once.
 const WRITERS: usize = 8;
@@ -78,11 +76,10 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
         .map(|w| tokio::spawn(write_until_refused(reqwest::Client::new(), first.base.clone(), w, ledger.clone())))
         .collect();
     // Let the load build up: wait until plenty of writes were acknowledged.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while ledger.lock().unwrap().orders.len() < 40 {
-        assert!(std::time::Instant::now() < deadline, "the write load never got going");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("40 acknowledged orders", Duration::from_secs(30), || async {
+        (ledger.lock().unwrap().orders.len() >= 40).then_some(())
+    })
+    .await;
     let killed = std::process::Command::new("kill").args(["-KILL", &first.pid().to_string()]).status().expect("kill");
     assert!(killed.success());
     for writer in writers {

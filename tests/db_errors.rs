@@ -8,10 +8,8 @@
 //! provoked with the real database's own error. The PostgreSQL-only tests
 //! run in scripts/test's PostgreSQL pass (`--include-ignored`).
 
-mod support;
-
 use serde_json::{Value, json};
-use support::{Answer, Server};
+use crate::support::{Answer, Server};
 
 fn server() -> Server {
     Server::builder().with_misbehave().start()
@@ -160,6 +158,17 @@ fn fail_first_runs(sqlstate: &str, failing_runs: u32) -> String {
     )
 }
 
+/// Run the statement of [`fail_first_runs`] (in a transaction or not).
+async fn provoke(s: &Server, transaction: bool, sqlstate: &str, failing_runs: u32) -> Answer {
+    sql(s, transaction, &[(&fail_first_runs(sqlstate, failing_runs), json!([]))]).await
+}
+
+/// `503 unavailable` with `Retry-After`: the one answer that invites a retry.
+fn assert_retry_later(a: &Answer) {
+    a.assert_error(503, "unavailable");
+    assert_eq!(a.header("retry-after"), Some("1"), "{}", a.text);
+}
+
 fn psql(s: &Server, statement: &str) -> String {
     let out = std::process::Command::new("psql").arg(&s.database_url).args(["-tAc", statement]).output().expect("psql");
     assert!(out.status.success(), "{statement}: {}", String::from_utf8_lossy(&out.stderr));
@@ -206,9 +215,7 @@ async fn a_serialization_failure_or_deadlock_is_retried_inside_the_host() {
 async fn contention_that_persists_is_a_503_after_three_runs() {
     let s = postgres_server(&[]);
     let pets = seed(&s).await;
-    let a = sql(&s, true, &[(&fail_first_runs("40001", 100), json!([]))]).await;
-    a.assert_error(503, "unavailable");
-    assert_eq!(a.header("retry-after"), Some("1"));
+    assert_retry_later(&provoke(&s, true, "40001", 100).await);
     assert_eq!(runs(&s), 3);
     assert_still_there(&s, &pets).await;
 }
@@ -228,7 +235,7 @@ async fn a_request_that_committed_something_is_never_run_twice() {
         ],
     )
     .await;
-    a.assert_error(503, "unavailable");
+    assert_retry_later(&a);
     assert_eq!(runs(&s), 1, "not run again");
     assert_eq!(psql(&s, "SELECT count(*) FROM pet_tags WHERE tag = 'once'"), "1");
     assert_eq!(contention_retries(&s).await, 0.0);
@@ -239,11 +246,8 @@ async fn a_request_that_committed_something_is_never_run_twice() {
 async fn a_statement_or_lock_timeout_is_a_503_to_retry_later() {
     let s = postgres_server(&[("DB_STATEMENT_TIMEOUT_MS", "200")]);
     let pets = seed(&s).await;
-    let a = sql(&s, false, &[("SELECT pg_sleep(2)", json!([]))]).await;
-    a.assert_error(503, "unavailable");
-    assert!(a.header("retry-after").is_some());
-    let a = sql(&s, true, &[(&fail_first_runs("55P03", 100), json!([]))]).await;
-    a.assert_error(503, "unavailable");
+    assert_retry_later(&sql(&s, false, &[("SELECT pg_sleep(2)", json!([]))]).await);
+    assert_retry_later(&provoke(&s, true, "55P03", 100).await);
     assert_eq!(runs(&s), 1, "a lock timeout is not retried inside the host");
     assert_still_there(&s, &pets).await;
 }
@@ -254,9 +258,7 @@ async fn a_database_out_of_resources_or_shutting_down_is_a_503() {
     let s = postgres_server(&[]);
     let pets = seed(&s).await;
     for sqlstate in ["53300", "53100", "57P01", "08006"] {
-        let a = sql(&s, false, &[(&fail_first_runs(sqlstate, 100), json!([]))]).await;
-        a.assert_error(503, "unavailable");
-        assert!(a.header("retry-after").is_some(), "{sqlstate}");
+        assert_retry_later(&provoke(&s, false, sqlstate, 100).await);
     }
     assert_still_there(&s, &pets).await;
 }

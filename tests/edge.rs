@@ -2,10 +2,10 @@
 //! header, the body limit, the content-type rule, unknown paths, the OpenAPI
 //! document and the request log.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::{Answer, Server};
+use std::time::Duration;
+
+use crate::support::{Answer, Server, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -47,14 +47,10 @@ async fn a_valid_request_id_is_echoed_and_logged() {
     assert_eq!(b.header("x-request-id"), Some(long.as_str()));
 
     // The access log line of that request carries the id, route, status and component.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let line = loop {
-        if let Some(l) = s.logs().into_iter().find(|l| l["request_id"] == id && l["message"] == "request") {
-            break l;
-        }
-        assert!(std::time::Instant::now() < deadline, "no log line for {id}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let line = eventually("the access log line of the request", Duration::from_secs(5), || async {
+        s.logs().into_iter().find(|l| l["request_id"] == id && l["message"] == "request")
+    })
+    .await;
     assert_eq!(line["method"], "GET");
     assert_eq!(line["route"], "/api/v1/pets");
     assert_eq!(line["component"], "pets");

@@ -4,12 +4,28 @@
 //! no guest state unless warm-instance reuse (`INSTANCE_REUSE`) is turned
 //! on, and then only within its bounds.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::Server;
+use crate::support::{Answer, Server};
+
+/// A pet written before the misbehaviour…
+async fn before(s: &Server) -> i64 {
+    s.create_pet(&json!({"name": "Before", "species": "dog"})).await
+}
+
+/// A server, a pet written on it, and the answer to `GET /api/v1/misbehave/{what}`.
+async fn misbehave(what: &str) -> (Server, i64, Answer) {
+    let s = server();
+    let id = before(&s).await;
+    let a = s.get(&format!("/api/v1/misbehave/{what}")).await;
+    (s, id, a)
+}
+
+/// …is still there as it was.
+async fn still_before(s: &Server, id: i64) {
+    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
+}
 
 fn server() -> Server {
     Server::builder().with_misbehave().env("REQUEST_TIMEOUT_MS", "500").env("INSTANCE_MEMORY_MB", "32").start()
@@ -17,19 +33,17 @@ fn server() -> Server {
 
 #[tokio::test]
 async fn a_trap_is_a_500_and_nothing_else_is_touched() {
-    let s = server();
-    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
-    let a = s.get("/api/v1/misbehave/trap").await;
+    let (s, id, a) = misbehave("trap").await;
     a.assert_error(500, "component_failed");
     assert!(!a.text.contains("panicked") && !a.text.contains("wasm"), "nothing internal leaks: {}", a.text);
-    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
+    still_before(&s, id).await;
     assert_eq!(s.get("/api/v1/misbehave/counter").await.status, 200, "the component itself still serves");
 }
 
 #[tokio::test]
 async fn an_endless_loop_times_out_with_504_while_others_are_served() {
     let s = Server::builder().with_misbehave().env("REQUEST_TIMEOUT_MS", "3000").start();
-    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let id = before(&s).await;
     let started = Instant::now();
     // More spinning guests than cores: they must still not starve the host.
     let loops = futures::future::join_all((0..4).map(|_| async {
@@ -53,13 +67,13 @@ async fn an_endless_loop_times_out_with_504_while_others_are_served() {
     let first_timeout = loops.iter().map(|(_, t)| *t).min().unwrap();
     assert!(others_done < first_timeout, "normal requests waited until the spinning guests were stopped");
     assert!(started.elapsed() < Duration::from_secs(15), "timeouts took {:?}", started.elapsed());
-    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
+    still_before(&s, id).await;
 }
 
 #[tokio::test]
 async fn unbounded_allocation_hits_the_memory_cap_with_500() {
     let s = server();
-    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let id = before(&s).await;
     let started = Instant::now();
     s.get("/api/v1/misbehave/alloc").await.assert_error(500, "component_failed");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
@@ -81,18 +95,16 @@ async fn every_request_gets_a_fresh_instance() {
 #[tokio::test]
 async fn many_failures_leave_the_host_healthy() {
     let s = server();
-    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let id = before(&s).await;
     let traps = futures::future::join_all((0..50).map(|_| s.get("/api/v1/misbehave/trap"))).await;
     assert!(traps.iter().all(|a| a.status == 500));
     assert_eq!(s.get("/api/v1/health/ready").await.status, 200);
-    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
+    still_before(&s, id).await;
 }
 
 #[tokio::test]
 async fn a_constraint_violation_is_a_clean_409_and_rolls_back() {
-    let s = server();
-    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
-    let a = s.get("/api/v1/misbehave/constraint").await;
+    let (s, id, a) = misbehave("constraint").await;
     a.assert_error(409, "conflict");
     for leak in ["INSERT", "pet_tags", "UNIQUE", "duplicate", "SQL"] {
         assert!(!a.text.contains(leak), "the answer reveals {leak}: {}", a.text);
@@ -135,11 +147,11 @@ async fn with_reuse_an_instance_serves_at_most_n_requests() {
 #[tokio::test]
 async fn a_trapped_instance_is_never_reused() {
     let s = Server::builder().with_misbehave().env("INSTANCE_REUSE", "100").start();
-    let id = s.create_pet(&json!({"name": "Before", "species": "dog"})).await;
+    let id = before(&s).await;
     assert_eq!(calls_seen(&s).await, 1);
     assert_eq!(calls_seen(&s).await, 2);
     s.get("/api/v1/misbehave/trap").await.assert_error(500, "component_failed");
     assert_eq!(calls_seen(&s).await, 1, "the instance that trapped was dropped, not kept");
     assert_eq!(calls_seen(&s).await, 2, "and the fresh one is kept again");
-    assert_eq!(s.get(&format!("/api/v1/pets/{id}")).await.body["name"], "Before");
+    still_before(&s, id).await;
 }

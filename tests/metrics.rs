@@ -1,11 +1,9 @@
 //! `/metrics` on the admin port moves by exactly what was sent.
 
-mod support;
-
 use std::collections::HashMap;
 
 use serde_json::json;
-use support::Server;
+use crate::support::Server;
 
 fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>, series: &str) -> f64 {
     after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)

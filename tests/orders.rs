@@ -1,10 +1,8 @@
 //! `/api/v1/orders` and `/api/v1/store/inventory` end to end, with the
 //! transactional rules of API.md.
 
-mod support;
-
 use serde_json::json;
-use support::Server;
+use crate::support::Server;
 
 async fn pet(s: &Server) -> i64 {
     s.create_pet(&json!({"name": "Rex", "species": "dog"})).await

@@ -1,9 +1,7 @@
 //! `/api/v1/pets` end to end: every call, status and edge case of API.md.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::Server;
+use crate::support::Server;
 
 #[tokio::test]
 async fn create_then_read_back_with_server_fields() {
@@ -100,10 +98,10 @@ async fn bodies_that_are_not_json_objects() {
     let raw = |body: &'static str| {
         s.client.post(s.url("/api/v1/pets")).header("content-type", "application/json").body(body).send()
     };
-    support::Answer::read(raw("{not json").await.unwrap()).await.assert_error(400, "invalid_json");
-    support::Answer::read(raw("").await.unwrap()).await.assert_error(400, "invalid_json");
+    crate::support::Answer::read(raw("{not json").await.unwrap()).await.assert_error(400, "invalid_json");
+    crate::support::Answer::read(raw("").await.unwrap()).await.assert_error(400, "invalid_json");
     for body in ["[]", "\"x\"", "null", "3"] {
-        support::Answer::read(raw(body).await.unwrap()).await.assert_error(422, "validation_failed");
+        crate::support::Answer::read(raw(body).await.unwrap()).await.assert_error(422, "validation_failed");
     }
 }
 
@@ -153,7 +151,7 @@ async fn patch_merges_and_refuses_null_for_required_fields() {
         .send()
         .await
         .unwrap();
-    let merge = support::Answer::read(merge).await;
+    let merge = crate::support::Answer::read(merge).await;
     assert_eq!(merge.status, 200, "{}", merge.text);
     assert_eq!(merge.body["tags"], json!(["b", "c"]));
 

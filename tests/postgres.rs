@@ -2,14 +2,12 @@
 //! server of its own (scripts/pg-instance), so it can stop and start it.
 //! scripts/test runs these with `--include-ignored` on its PostgreSQL pass.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::Server;
+use crate::support::{Server, eventually};
 
 /// A private PostgreSQL server, destroyed on drop.
 struct Pg {
@@ -59,14 +57,8 @@ impl Drop for Pg {
 }
 
 async fn wait_for_status(s: &Server, path: &str, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if s.get(path).await.status == status {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path} did not answer {status} within 30 s");
+    let what = format!("{path} answering {status}");
+    eventually(&what, Duration::from_secs(30), || async { (s.get(path).await.status == status).then_some(()) }).await;
 }
 
 #[tokio::test]

@@ -4,11 +4,9 @@
 //! inventory) that shows the winner's change made exactly once. Runs on
 //! SQLite, and on PostgreSQL in scripts/test's second pass.
 
-mod support;
-
 use futures::future::join_all;
 use serde_json::{Value, json};
-use support::{Answer, Server};
+use crate::support::{Answer, Server};
 
 /// Rounds per pair of transitions.
 const ROUNDS: usize = 15;
@@ -19,10 +17,21 @@ async fn pet(s: &Server) -> i64 {
     s.create_pet(&json!({"name": "Racer", "species": "dog"})).await
 }
 
-async fn placed_order(s: &Server, pet_id: i64) -> i64 {
+/// A new pet with a placed order: (pet id, order id).
+async fn pet_with_placed_order(s: &Server) -> (i64, i64) {
+    let pet_id = pet(s).await;
     let a = s.post("/api/v1/orders", &json!({"pet_id": pet_id})).await;
     assert_eq!(a.status, 201, "{}", a.text);
-    a.body["id"].as_i64().expect("id")
+    (pet_id, a.body["id"].as_i64().expect("id"))
+}
+
+/// `EACH` calls of `a` and `EACH` of `b`, all at once.
+async fn race<FA, FB>(a: impl Fn() -> FA, b: impl Fn() -> FB) -> (Vec<Answer>, Vec<Answer>)
+where
+    FA: Future<Output = Answer>,
+    FB: Future<Output = Answer>,
+{
+    futures::join!(join_all((0..EACH).map(|_| a())), join_all((0..EACH).map(|_| b())))
 }
 
 async fn deliver(s: &Server, order: i64) -> Answer {
@@ -54,12 +63,8 @@ async fn deliver_and_cancel_race_to_exactly_one_winner() {
     let s = Server::start();
     let (mut delivered, mut cancelled) = (0, 0);
     for _ in 0..ROUNDS {
-        let pet_id = pet(&s).await;
-        let order = placed_order(&s, pet_id).await;
-        let (delivers, cancels) = futures::join!(
-            join_all((0..EACH).map(|_| deliver(&s, order))),
-            join_all((0..EACH).map(|_| cancel(&s, order)))
-        );
+        let (pet_id, order) = pet_with_placed_order(&s).await;
+        let (delivers, cancels) = race(|| deliver(&s, order), || cancel(&s, order)).await;
         let winners = count(&delivers, 200) + count(&cancels, 204);
         assert_eq!(winners, 1, "delivers {:?} cancels {:?}", statuses(&delivers), statuses(&cancels));
         let after = s.get(&format!("/api/v1/orders/{order}")).await;
@@ -86,8 +91,7 @@ async fn deliver_and_cancel_race_to_exactly_one_winner() {
 async fn concurrent_cancels_have_one_winner_and_404s() {
     let s = Server::start();
     for _ in 0..ROUNDS {
-        let pet_id = pet(&s).await;
-        let order = placed_order(&s, pet_id).await;
+        let (pet_id, order) = pet_with_placed_order(&s).await;
         let cancels = join_all((0..2 * EACH).map(|_| cancel(&s, order))).await;
         assert_eq!((count(&cancels, 204), count(&cancels, 404)), (1, 2 * EACH - 1), "{:?}", statuses(&cancels));
         assert_eq!(pet_status(&s, pet_id).await, "available");
@@ -100,8 +104,7 @@ async fn concurrent_cancels_have_one_winner_and_404s() {
 async fn concurrent_deliveries_have_one_winner_and_409s() {
     let s = Server::start();
     for _ in 0..ROUNDS {
-        let pet_id = pet(&s).await;
-        let order = placed_order(&s, pet_id).await;
+        let (pet_id, order) = pet_with_placed_order(&s).await;
         let delivers = join_all((0..2 * EACH).map(|_| deliver(&s, order))).await;
         assert_eq!((count(&delivers, 200), count(&delivers, 409)), (1, 2 * EACH - 1), "{:?}", statuses(&delivers));
         let conflict = delivers.iter().find(|a| a.status == 409).expect("a loser");
@@ -121,10 +124,7 @@ async fn deleting_a_pet_races_an_order_for_it_without_orphaning_the_order() {
     for _ in 0..ROUNDS {
         let pet_id = pet(&s).await;
         let body = json!({"pet_id": pet_id});
-        let (orders, deletes) = futures::join!(
-            join_all((0..EACH).map(|_| s.post("/api/v1/orders", &body))),
-            join_all((0..EACH).map(|_| delete_pet(&s, pet_id)))
-        );
+        let (orders, deletes) = race(|| s.post("/api/v1/orders", &body), || delete_pet(&s, pet_id)).await;
         let pet = s.get(&format!("/api/v1/pets/{pet_id}")).await;
         if count(&deletes, 204) == 1 {
             deleted += 1;
@@ -158,12 +158,8 @@ async fn deleting_a_pet_races_an_order_for_it_without_orphaning_the_order() {
 async fn deleting_a_pet_races_the_delivery_of_its_order() {
     let s = Server::start();
     for _ in 0..ROUNDS {
-        let pet_id = pet(&s).await;
-        let order = placed_order(&s, pet_id).await;
-        let (delivers, deletes) = futures::join!(
-            join_all((0..EACH).map(|_| deliver(&s, order))),
-            join_all((0..EACH).map(|_| delete_pet(&s, pet_id)))
-        );
+        let (pet_id, order) = pet_with_placed_order(&s).await;
+        let (delivers, deletes) = race(|| deliver(&s, order), || delete_pet(&s, pet_id)).await;
         assert_eq!(count(&delivers, 200), 1, "{:?}", statuses(&delivers));
         let order_after = s.get(&format!("/api/v1/orders/{order}")).await;
         assert_eq!(order_after.body["status"], "delivered", "the delivery is never lost");

@@ -3,11 +3,8 @@
 //! PostgreSQL database, exported again; counts and every row compared, and
 //! each step's time printed. scripts/test runs it with `--nocapture`.
 
-mod support;
-
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -17,7 +14,7 @@ const ORDERS: usize = 100_000;
 
 fn petstore(database_url: &str, args: &[&str]) -> f64 {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_petstore"))
+    let out = crate::support::command()
         .args(args)
         .env_clear()
         .env("DATABASE_URL", database_url)
@@ -62,7 +59,7 @@ fn rehearse_recovery_from_sqlite_into_a_fresh_postgresql() {
     let (seed, from_sqlite, from_postgres) =
         (dir.path().join("seed.jsonl"), dir.path().join("sqlite.jsonl"), dir.path().join("postgres.jsonl"));
     let sqlite = format!("sqlite://{}", dir.path().join("source.db").display());
-    let postgres = support::create_postgres_database(&base);
+    let postgres = crate::support::create_postgres_database(&base);
 
     let started = Instant::now();
     generate(&seed);

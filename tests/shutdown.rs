@@ -2,13 +2,11 @@
 //! accepting for the grace period, every request the host accepted gets a
 //! complete answer, and the process exits 0.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Answer, Server};
+use crate::support::{Answer, Server, eventually};
 
 fn server() -> Server {
     Server::builder()
@@ -58,8 +56,7 @@ async fn sigterm_under_load_cuts_off_no_accepted_request() {
     let slow = client.get(s.url("/api/v1/versioned?sleep_ms=1500")).send();
     let slow = tokio::spawn(slow);
     wait_until_answered(&s, "/api/v1/health/ready", 200).await;
-    let slow_started = wait_for_instance(&s).await;
-    assert!(slow_started);
+    wait_for_instance(&s).await;
 
     let signalled = Instant::now();
     let _ = std::process::Command::new("kill").arg("-TERM").arg(s.pid().to_string()).status();
@@ -109,37 +106,27 @@ fn sigint_stops_an_idle_host_with_exit_code_0() {
 /// The host's log lines up to its last one ("stopped"), which the reader
 /// thread may still be taking from the pipe.
 async fn logs_through_stopped(raw: &std::sync::Mutex<Vec<String>>) -> Vec<serde_json::Value> {
-    for _ in 0..200 {
+    eventually("the stopped line in the host's log", Duration::from_secs(2), || async {
         let logs: Vec<serde_json::Value> =
             raw.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        if logs.iter().any(|l| l["message"] == "stopped") {
-            return logs;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no stopped line in the host's log");
+        logs.iter().any(|l| l["message"] == "stopped").then_some(logs)
+    })
+    .await
 }
 
 async fn wait_until_answered(s: &Server, path: &str, status: u16) {
-    for _ in 0..500 {
-        if let Ok(resp) = s.client.get(s.url(path)).send().await
-            && resp.status().as_u16() == status
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("{path} never answered {status}");
+    eventually(&format!("{path} answering {status}"), Duration::from_secs(3), || async {
+        let resp = s.client.get(s.url(path)).send().await.ok()?;
+        (resp.status().as_u16() == status).then_some(())
+    })
+    .await;
 }
 
-/// True once the versioned component has an instance running.
-async fn wait_for_instance(s: &Server) -> bool {
+/// Once the versioned component has an instance running.
+async fn wait_for_instance(s: &Server) {
     let key = r#"petstore_component_instantiation_seconds_count{component="versioned"}"#;
-    for _ in 0..500 {
-        if s.metrics().await.get(key).copied().unwrap_or(0.0) >= 1.0 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    eventually("an instance of the versioned component", Duration::from_secs(5), || async {
+        (s.metrics().await.get(key).copied().unwrap_or(0.0) >= 1.0).then_some(())
+    })
+    .await;
 }

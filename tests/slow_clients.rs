@@ -5,12 +5,10 @@
 //! idle connection, or waits for a slow one's deadline, instead of being
 //! refused.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use support::Server;
+use crate::support::{Server, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -33,6 +31,17 @@ async fn connect(s: &Server) -> TcpStream {
     TcpStream::connect(("127.0.0.1", s.port)).await.expect("connect")
 }
 
+/// A connection that made one request, got its answer, and is now idle
+/// on keep-alive.
+async fn idle_connection(s: &Server) -> TcpStream {
+    let mut stream = connect(s).await;
+    stream.write_all(b"GET /api/v1/health/live HTTP/1.1\r\nHost: idle\r\n\r\n").await.expect("write");
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    stream
+}
+
 /// Read until the server closes the connection; returns what it sent and
 /// when it closed.
 async fn until_closed(mut stream: TcpStream) -> (String, Instant) {
@@ -52,11 +61,8 @@ async fn open_connections(s: &Server) -> f64 {
 
 /// Wait (polling the metric) until the server holds `n` public connections.
 async fn wait_for_open(s: &Server, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while open_connections(s).await < n as f64 {
-        assert!(Instant::now() < deadline, "the server never held {n} connections");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("the server holding {n} connections");
+    eventually(&what, Duration::from_secs(20), || async { (open_connections(s).await >= n as f64).then_some(()) }).await;
 }
 
 /// One request on a new connection; its status and latency.
@@ -77,8 +83,26 @@ async fn closed_for(s: &Server) -> impl Fn(&str) -> f64 {
     }
 }
 
+/// Each connection is closed, unanswered, `bound_ms` after it started.
+async fn all_closed_at(what: &str, connections: Vec<(TcpStream, Instant)>, bound_ms: u64) {
+    let closed = join_all(connections.into_iter().map(|(stream, started)| async move {
+        let (answer, closed) = until_closed(stream).await;
+        (answer, closed - started)
+    }))
+    .await;
+    for (answer, took) in &closed {
+        assert!(answer.is_empty(), "{what} got an answer: {answer}");
+        assert_took(what, *took, bound_ms);
+    }
+    let worst = closed.iter().map(|(_, took)| *took).max().unwrap_or_default();
+    println!("{} × {what}: all closed within {worst:?} (bound {bound_ms} ms)", closed.len());
+}
+
 fn assert_closed_at(what: &str, started: Instant, closed: Instant, bound_ms: u64) {
-    let took = closed - started;
+    assert_took(what, closed - started, bound_ms);
+}
+
+fn assert_took(what: &str, took: Duration, bound_ms: u64) {
     let bound = Duration::from_millis(bound_ms);
     assert!(took >= bound - Duration::from_millis(100), "{what} closed early, after {took:?}");
     assert!(took <= bound + SLACK, "{what} still open {took:?} after it started (bound {bound:?})");
@@ -100,12 +124,7 @@ async fn slow_headers_and_idle_connections_are_closed_while_normal_clients_are_s
     // One request each, answered, then idle on keep-alive.
     let mut idle = Vec::new();
     for _ in 0..EACH {
-        let mut stream = connect(&s).await;
-        stream.write_all(b"GET /api/v1/health/live HTTP/1.1\r\nHost: idle\r\n\r\n").await.expect("write");
-        let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).await.expect("answer");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
-        idle.push((stream, Instant::now()));
+        idle.push((idle_connection(&s).await, Instant::now()));
     }
     wait_for_open(&s, 2 * EACH).await;
 
@@ -121,29 +140,10 @@ async fn slow_headers_and_idle_connections_are_closed_while_normal_clients_are_s
     println!("holding {} slow connections: normal requests p50 {p50:?}, max {max:?}", 2 * EACH);
     assert!(max < Duration::from_secs(1), "a normal request waited {max:?} behind slow clients");
 
-    let half_sent_closed = join_all(half_sent.into_iter().map(|(stream, started)| async move {
-        let (answer, closed) = until_closed(stream).await;
-        (answer, started, closed)
-    }));
-    let idle_closed = join_all(idle.into_iter().map(|(stream, started)| async move {
-        let (answer, closed) = until_closed(stream).await;
-        (answer, started, closed)
-    }));
-    let (half_sent_closed, idle_closed) = futures::join!(half_sent_closed, idle_closed);
-    let mut worst = Duration::ZERO;
-    for (answer, started, closed) in &half_sent_closed {
-        assert!(answer.is_empty(), "a half-sent request got an answer: {answer}");
-        assert_closed_at("a half-sent header", *started, *closed, HEADER_MS);
-        worst = worst.max(*closed - *started);
-    }
-    println!("half-sent headers closed within {worst:?} (HEADER_TIMEOUT_MS={HEADER_MS})");
-    let mut worst = Duration::ZERO;
-    for (answer, started, closed) in &idle_closed {
-        assert!(answer.is_empty(), "{answer}");
-        assert_closed_at("an idle keep-alive connection", *started, *closed, KEEPALIVE_MS);
-        worst = worst.max(*closed - *started);
-    }
-    println!("idle connections closed within {worst:?} (KEEPALIVE_TIMEOUT_MS={KEEPALIVE_MS})");
+    futures::join!(
+        all_closed_at("a half-sent header", half_sent, HEADER_MS),
+        all_closed_at("an idle keep-alive connection", idle, KEEPALIVE_MS)
+    );
 
     let closed = closed_for(&s).await;
     assert!(closed("header_timeout") >= EACH as f64 && closed("idle_timeout") >= EACH as f64);
@@ -178,46 +178,41 @@ async fn a_body_that_does_not_arrive_in_time_is_a_408_and_writes_nothing() {
     assert_eq!(pets["items"][0]["id"], kept);
 }
 
-#[tokio::test]
-async fn at_the_cap_a_new_client_waits_only_for_a_slow_clients_deadline() {
-    const CAP: usize = 20;
+/// Connections a server at its cap holds in the tests below.
+const CAP: usize = 20;
+
+/// A server holding `CAP` connections, silent ones or idle keep-alive ones,
+/// and how long a new client then waited for its answer (a 200).
+async fn new_client_at_the_cap(idle: bool) -> (Server, Vec<TcpStream>, Duration) {
     let s = server(CAP as u32);
     let mut held = Vec::new();
     for _ in 0..CAP {
-        held.push(connect(&s).await);
+        held.push(if idle { idle_connection(&s).await } else { connect(&s).await });
     }
     wait_for_open(&s, CAP).await;
-    // Every slot is taken by a client that sends nothing: a new one is not
-    // refused, it is served once their header deadline has closed them.
     let (status, took) = timed_get(&s, "/api/v1/health/live").await;
     assert_eq!(status, 200);
-    println!("at the cap of {CAP} silent clients: a new client was served after {took:?}");
+    let held_by = if idle { "idle keep-alive connections" } else { "silent clients" };
+    println!("at the cap of {CAP} {held_by}: a new client was served after {took:?}");
+    (s, held, took)
+}
+
+#[tokio::test]
+async fn at_the_cap_a_new_client_waits_only_for_a_slow_clients_deadline() {
+    // Every slot is taken by a client that sends nothing: a new one is not
+    // refused, it is served once their header deadline has closed them.
+    let (s, _held, took) = new_client_at_the_cap(false).await;
     assert!(took >= Duration::from_millis(HEADER_MS / 2), "served after {took:?}: it did not wait for a slot");
     assert!(took <= Duration::from_millis(HEADER_MS) + SLACK, "waited {took:?}");
     let metrics = s.metrics().await;
     assert!(metrics.get("petstore_http_connection_cap_reached_total{listener=\"public\"}").is_some_and(|n| *n >= 1.0));
-    drop(held);
 }
 
 #[tokio::test]
 async fn at_the_cap_a_new_client_takes_the_slot_of_the_longest_idle_connection() {
-    const CAP: usize = 20;
-    let s = server(CAP as u32);
-    let mut idle = Vec::new();
-    for _ in 0..CAP {
-        let mut stream = connect(&s).await;
-        stream.write_all(b"GET /api/v1/health/live HTTP/1.1\r\nHost: idle\r\n\r\n").await.expect("write");
-        let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).await.expect("answer");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-        idle.push(stream);
-    }
-    wait_for_open(&s, CAP).await;
     // Keep-alive connections between requests: a new client is served at
     // once, in the place of the one idle the longest.
-    let (status, took) = timed_get(&s, "/api/v1/health/live").await;
-    assert_eq!(status, 200);
-    println!("at the cap of {CAP} idle keep-alive connections: a new client was served after {took:?}");
+    let (s, mut idle, took) = new_client_at_the_cap(true).await;
     assert!(took < Duration::from_millis(KEEPALIVE_MS / 2), "waited {took:?} for an idle connection's slot");
     let longest_idle = tokio::time::timeout(Duration::from_millis(KEEPALIVE_MS / 2), until_closed(idle.remove(0)));
     let (answer, _) = longest_idle.await.expect("the connection idle the longest was closed to make room");

@@ -1,13 +1,10 @@
 //! Start-up refuses bad configuration and bad components with one clear
 //! line, before it listens.
 
-mod support;
-
-use std::process::Command;
 
 fn run_with(env: &[(&str, &str)], components: &std::path::Path) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_petstore"));
+    let mut cmd = crate::support::command();
     cmd.current_dir(dir.path())
         .env_clear()
         .env("PORT", "0")
@@ -24,7 +21,7 @@ fn run_with(env: &[(&str, &str)], components: &std::path::Path) -> std::process:
 
 #[test]
 fn a_bad_variable_stops_start_up_with_exit_code_2_naming_it() {
-    let components = support::built_components();
+    let components = crate::support::built_components();
     for (var, value) in [
         ("PORT", "http"),
         ("PAGINATION_MAX", "0"),
@@ -69,14 +66,14 @@ fn a_file_that_is_not_a_component_is_refused_by_name() {
 
 #[test]
 fn help_and_unknown_commands() {
-    let help = Command::new(env!("CARGO_BIN_EXE_petstore")).arg("--help").output().unwrap();
+    let help = crate::support::command().arg("--help").output().unwrap();
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("usage"));
-    let bad = Command::new(env!("CARGO_BIN_EXE_petstore")).arg("frobnicate").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: petstore"));
+    let bad = crate::support::command().arg("frobnicate").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
 
-async fn components(s: &support::Server) -> serde_json::Value {
+async fn components(s: &crate::support::Server) -> serde_json::Value {
     let list = s.client.get(s.admin_url("/admin/components")).bearer_auth("t").send().await.unwrap();
     list.json::<serde_json::Value>().await.unwrap()["components"].clone()
 }
@@ -87,7 +84,7 @@ fn precompiled(list: &serde_json::Value, name: &str) -> bool {
 
 #[tokio::test]
 async fn precompiled_components_are_loaded_without_compiling() {
-    let s = support::Server::builder().precompiled().env("ADMIN_TOKEN", "t").start();
+    let s = crate::support::Server::builder().precompiled().env("ADMIN_TOKEN", "t").start();
     let list = components(&s).await;
     assert!(precompiled(&list, "pets") && precompiled(&list, "orders"), "{list}");
     assert_eq!(s.get("/api/v1/pets").await.status, 200);
@@ -100,10 +97,10 @@ async fn precompiled_components_are_loaded_without_compiling() {
 
 #[tokio::test]
 async fn a_stale_or_corrupt_artifact_is_never_used() {
-    let first = support::Server::builder().precompiled().env("ADMIN_TOKEN", "t").start();
+    let first = crate::support::Server::builder().precompiled().env("ADMIN_TOKEN", "t").start();
     let dir = first.components_dir();
     // pets.wasm changes after compiling: its artifact is for other bytes.
-    std::fs::write(dir.join("pets.wasm"), support::test_component("version_a.wasm")).unwrap();
+    std::fs::write(dir.join("pets.wasm"), crate::support::test_component("version_a.wasm")).unwrap();
     // orders' artifact is damaged.
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -111,7 +108,7 @@ async fn a_stale_or_corrupt_artifact_is_never_used() {
             std::fs::write(&path, b"not an artifact").unwrap();
         }
     }
-    let s = support::Server::builder().data_of(&first).env("ADMIN_TOKEN", "t").start();
+    let s = crate::support::Server::builder().data_of(&first).env("ADMIN_TOKEN", "t").start();
     drop(first);
     let list = components(&s).await;
     assert!(!precompiled(&list, "pets") && !precompiled(&list, "orders"), "{list}");
@@ -122,7 +119,7 @@ async fn a_stale_or_corrupt_artifact_is_never_used() {
 
 #[test]
 fn production_refuses_sqlite_with_one_line() {
-    let out = run_with(&[("ENVIRONMENT", "production")], &support::built_components());
+    let out = run_with(&[("ENVIRONMENT", "production")], &crate::support::built_components());
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

@@ -1,13 +1,11 @@
 //! Hot swap on the admin port: atomic, checked before it replaces anything,
 //! and invisible to clients: no request fails or is dropped.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
-use support::{Answer, Server, test_component};
+use crate::support::{Answer, Server, test_component};
 
 const TOKEN: &str = "test-admin-token";
 

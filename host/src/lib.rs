@@ -12,10 +12,12 @@
 //! - [`host_api`]: what components import: `database`, `log`, `config`, WASI.
 //! - [`storage`]: the database (sqlx) behind one small API, with migrations.
 //!
-//! Beside them: [`config`] (environment), [`telemetry`] (JSON logs and
-//! Prometheus metrics, used by every layer), [`server`] (start-up, the serve
-//! loop, graceful shutdown), [`precompile`] (`petstore compile`) and
-//! [`backup`] (`petstore export` / `import`).
+//! Beside them: [`config`] (the environment), [`telemetry`] (JSON logs and
+//! Prometheus metrics, used by every layer), [`server`] (building the
+//! service, then serving it), [`shutdown`] (signals and the draining
+//! state), [`precompile`] (`petstore compile`) and [`backup`]
+//! (`petstore export` / `import`). The records and their rules are the
+//! `petstore_model` crate's, shared with the components.
 
 pub mod backup;
 pub mod config;
@@ -25,5 +27,6 @@ pub mod precompile;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -12,6 +12,14 @@ use crate::routing::RouteTable;
 use crate::runtime::{build_engine, precompiled_path, sha256_hex};
 use crate::server::pool_limits;
 
+/// `petstore compile`: precompile, and print each artifact written.
+pub fn run(config: &Config) -> anyhow::Result<()> {
+    for artifact in precompile(config)? {
+        println!("{}", artifact.display());
+    }
+    Ok(())
+}
+
 /// Precompile and return the artifacts written.
 pub fn precompile(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     let routes = RouteTable::load(&config.components_dir)?;

@@ -1,6 +1,7 @@
 //! Database access for handlers: one [`Sql`] trait over plain calls and
-//! transactions, typed readers for columns, and the mapping of database
-//! errors onto API errors (the SQL detail is logged, never answered).
+//! transactions, rows read into records through [`FromRow`], and the mapping
+//! of database errors onto API errors (the SQL detail is logged, never
+//! answered).
 
 use crate::bindings::petstore::api::database::{self, Error, RowSet, Transaction};
 use crate::bindings::petstore::api::log::Level;
@@ -8,12 +9,40 @@ use crate::error::ApiError;
 
 pub use crate::bindings::petstore::api::database::Value;
 
+/// A record read from one row, column by column.
+pub trait FromRow: Sized {
+    fn from_row(row: Row<'_>) -> Result<Self, ApiError>;
+}
+
+/// A single integer column, e.g. `COUNT(*)`.
+impl FromRow for i64 {
+    fn from_row(row: Row<'_>) -> Result<Self, ApiError> {
+        row.int(0)
+    }
+}
+
 /// Run SQL either directly ([`Db`]) or inside a [`Transaction`].
 pub trait Sql {
     /// A statement that returns rows (SELECT, or anything with RETURNING).
     fn rows(&self, sql: &str, params: &[Value]) -> Result<RowSet, ApiError>;
     /// A statement run for its effect: the number of rows affected.
     fn run(&self, sql: &str, params: &[Value]) -> Result<u64, ApiError>;
+
+    /// The first row as a `T`, or `None` when there is none.
+    fn optional<T: FromRow>(&self, sql: &str, params: &[Value]) -> Result<Option<T>, ApiError> {
+        self.rows(sql, params)?.rows.first().map(|row| T::from_row(Row(row))).transpose()
+    }
+
+    /// The one row a statement always returns (`INSERT … RETURNING`,
+    /// `COUNT(*)`): none is a bug.
+    fn one<T: FromRow>(&self, sql: &str, params: &[Value]) -> Result<T, ApiError> {
+        self.optional(sql, params)?.ok_or_else(|| unexpected("a row", None))
+    }
+
+    /// Every row as a `T`.
+    fn all<T: FromRow>(&self, sql: &str, params: &[Value]) -> Result<Vec<T>, ApiError> {
+        self.rows(sql, params)?.rows.iter().map(|row| T::from_row(Row(row))).collect()
+    }
 }
 
 /// The database outside any transaction.
@@ -68,13 +97,14 @@ pub fn into_api_error(err: Error) -> ApiError {
 }
 
 /// Typed readers for one row. A type the handler did not expect is a bug: 500.
+#[derive(Clone, Copy)]
 pub struct Row<'a>(pub &'a [Value]);
 
 impl Row<'_> {
     pub fn int(&self, i: usize) -> Result<i64, ApiError> {
         match self.0.get(i) {
             Some(Value::Integer(n)) => Ok(*n),
-            other => Err(unexpected(i, other)),
+            other => Err(unexpected(&format!("an integer in column {i}"), other)),
         }
     }
 
@@ -88,22 +118,14 @@ impl Row<'_> {
     pub fn text(&self, i: usize) -> Result<String, ApiError> {
         match self.0.get(i) {
             Some(Value::Text(s)) => Ok(s.clone()),
-            other => Err(unexpected(i, other)),
+            other => Err(unexpected(&format!("text in column {i}"), other)),
         }
     }
 }
 
-fn unexpected(i: usize, found: Option<&Value>) -> ApiError {
-    crate::log(Level::Error, "unexpected column type", &[("column", &i.to_string()), ("found", &format!("{found:?}"))]);
+fn unexpected(expected: &str, found: Option<&Value>) -> ApiError {
+    crate::log(Level::Error, "unexpected database answer", &[("expected", expected), ("found", &format!("{found:?}"))]);
     ApiError::Internal
-}
-
-/// The first column of the first row as an integer (e.g. `COUNT(*)`).
-pub fn scalar_int(rows: &RowSet) -> Result<i64, ApiError> {
-    match rows.rows.first() {
-        Some(row) => Row(row).int(0),
-        None => Err(unexpected(0, None)),
-    }
 }
 
 /// `$n` placeholders `$from..$from+count`, comma-separated.

@@ -1,8 +1,6 @@
-//! The error answers of API.md: `{"error":{"code","message","details"?}}`.
-
-use serde_json::json;
-
-use crate::http::Response;
+//! Everything a handler can answer other than success, as one enum; the
+//! JSON body of API.md (`{"error":{"code","message","details"?}}`) is made
+//! from it in [`crate::http`].
 
 /// One field that broke a rule, reported in a 422's `details`.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,7 +9,6 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// Everything a handler can answer other than success.
 #[derive(Debug)]
 pub enum ApiError {
     /// 400: the body is not JSON.
@@ -47,41 +44,8 @@ impl ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
 
-    pub fn into_response(self) -> Response {
-        let (status, code, message, details) = match self {
-            ApiError::InvalidJson(m) => (400, "invalid_json", m, None),
-            ApiError::InvalidParameter { name, message } => {
-                (400, "invalid_parameter", format!("{name}: {message}"), None)
-            }
-            ApiError::NotFound(m) => (404, "not_found", m, None),
-            ApiError::MethodNotAllowed(allow) => {
-                let body = error_body("method_not_allowed", "method not allowed on this path", None);
-                return Response::json(405, &body).header("allow", allow);
-            }
-            ApiError::Conflict(m) => (409, "conflict", m, None),
-            ApiError::UnsupportedMediaType(accepted) => {
-                (415, "unsupported_media_type", format!("the body must be sent as {accepted}"), None)
-            }
-            ApiError::Validation(d) => {
-                (422, "validation_failed", "the request body breaks field rules".into(), Some(d))
-            }
-            ApiError::InvalidData => {
-                (422, "validation_failed", "the request holds a value the database cannot store".into(), None)
-            }
-            ApiError::Unavailable => {
-                let body = error_body("unavailable", "the database is unavailable; retry shortly", None);
-                return Response::json(503, &body).header("retry-after", "1");
-            }
-            ApiError::Internal => (500, "internal", "internal error".into(), None),
-        };
-        Response::json(status, &error_body(code, &message, details.as_deref()))
+    /// A 422 for one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError { field: field.to_string(), message: message.into() }])
     }
-}
-
-fn error_body(code: &str, message: &str, details: Option<&[FieldError]>) -> serde_json::Value {
-    let mut error = json!({ "code": code, "message": message });
-    if let Some(details) = details {
-        error["details"] = details.iter().map(|d| json!({ "field": d.field, "message": d.message })).collect();
-    }
-    json!({ "error": error })
 }

@@ -1,12 +1,13 @@
 //! The request and response a handler works with, and [`serve`], which turns
-//! a route function's `Result` into the WIT response.
+//! a route function's `Result` into the WIT response (an [`ApiError`]
+//! becomes API.md's JSON error here, and only here).
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::bindings::exports::petstore::api::handler as wit;
 use crate::bindings::petstore::api::log::Level;
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 
 /// A request with its query string split and decoded.
 pub struct Request {
@@ -82,10 +83,7 @@ impl Request {
             .map_err(|e| ApiError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
         match value {
             Value::Object(map) => Ok(map),
-            _ => Err(ApiError::Validation(vec![crate::error::FieldError {
-                field: "body".into(),
-                message: "must be a JSON object".into(),
-            }])),
+            _ => Err(ApiError::invalid_field("body", "must be a JSON object")),
         }
     }
 
@@ -146,9 +144,49 @@ pub fn serve(req: wit::Request, route: impl FnOnce(&Request) -> Result<Response,
             if matches!(err, ApiError::Internal | ApiError::Unavailable) {
                 crate::log(Level::Warn, "request failed", &[("error", &format!("{err:?}"))]);
             }
-            err.into_response().into_wit()
+            Response::from(err).into_wit()
         }
     }
+}
+
+impl From<ApiError> for Response {
+    fn from(err: ApiError) -> Response {
+        let (status, code, message, details) = match err {
+            ApiError::InvalidJson(m) => (400, "invalid_json", m, None),
+            ApiError::InvalidParameter { name, message } => {
+                (400, "invalid_parameter", format!("{name}: {message}"), None)
+            }
+            ApiError::NotFound(m) => (404, "not_found", m, None),
+            ApiError::MethodNotAllowed(allow) => {
+                let body = error_body("method_not_allowed", "method not allowed on this path", None);
+                return Response::json(405, &body).header("allow", allow);
+            }
+            ApiError::Conflict(m) => (409, "conflict", m, None),
+            ApiError::UnsupportedMediaType(accepted) => {
+                (415, "unsupported_media_type", format!("the body must be sent as {accepted}"), None)
+            }
+            ApiError::Validation(d) => {
+                (422, "validation_failed", "the request body breaks field rules".into(), Some(d))
+            }
+            ApiError::InvalidData => {
+                (422, "validation_failed", "the request holds a value the database cannot store".into(), None)
+            }
+            ApiError::Unavailable => {
+                let body = error_body("unavailable", "the database is unavailable; retry shortly", None);
+                return Response::json(503, &body).header("retry-after", "1");
+            }
+            ApiError::Internal => (500, "internal", "internal error".into(), None),
+        };
+        Response::json(status, &error_body(code, &message, details.as_deref()))
+    }
+}
+
+fn error_body(code: &str, message: &str, details: Option<&[FieldError]>) -> Value {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(details) = details {
+        error["details"] = details.iter().map(|d| json!({ "field": d.field, "message": d.message })).collect();
+    }
+    json!({ "error": error })
 }
 
 /// Decode `%XX` escapes and `+` (as a space) in a query component. The

@@ -1,8 +1,13 @@
-//! Paging: `limit` and `offset` from the query, and the `Link: rel="next"` header.
+//! Listings: `limit` and `offset` from the query, equality filters, the page
+//! body `{"items","total","limit","offset"}` and the `Link: rel="next"`
+//! header, for any record.
+
+use serde::Serialize;
 
 use crate::bindings::petstore::api::config;
+use crate::db::{Db, FromRow, Sql, Value};
 use crate::error::ApiError;
-use crate::http::Request;
+use crate::http::{Request, Response};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -48,11 +53,66 @@ impl Page {
     }
 }
 
+/// The conditions of a listing's `WHERE`, each with its one parameter.
+#[derive(Default)]
+pub struct Filters {
+    conditions: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Filters {
+    pub fn new() -> Filters {
+        Filters::default()
+    }
+
+    /// `column = value`, when a value is given.
+    pub fn equal(self, column: &str, value: Option<&str>) -> Filters {
+        self.condition(|n| format!("{column} = ${n}"), value)
+    }
+
+    /// A condition on `$n`, the placeholder it is given, when a value is given.
+    pub fn condition(mut self, sql: impl FnOnce(usize) -> String, value: Option<&str>) -> Filters {
+        if let Some(value) = value {
+            self.params.push(Value::Text(value.to_string()));
+            self.conditions.push(sql(self.params.len()));
+        }
+        self
+    }
+
+    fn sql(&self) -> String {
+        if self.conditions.is_empty() { String::new() } else { format!(" WHERE {}", self.conditions.join(" AND ")) }
+    }
+}
+
 /// The body of a page: `{"items":[…],"total":N,"limit":L,"offset":O}`.
-#[derive(serde::Serialize)]
-pub struct PageBody<T: serde::Serialize> {
-    pub items: Vec<T>,
-    pub total: i64,
-    pub limit: i64,
-    pub offset: i64,
+#[derive(Serialize)]
+struct PageBody<T: Serialize> {
+    items: Vec<T>,
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
+/// `200` with one page of `columns` from `table` (ordered by id) under
+/// `filters`, and `Link` to the next page when there is one.
+pub fn list<T: FromRow + Serialize>(
+    req: &Request,
+    table: &str,
+    columns: &str,
+    filters: Filters,
+) -> Result<Response, ApiError> {
+    let page = Page::from_request(req)?;
+    let filter = filters.sql();
+    let total: i64 = Db.one(&format!("SELECT COUNT(*) FROM {table}{filter}"), &filters.params)?;
+    let mut params = filters.params;
+    let n = params.len();
+    params.extend([Value::Integer(page.limit), Value::Integer(page.offset)]);
+    let sql = format!("SELECT {columns} FROM {table}{filter} ORDER BY id LIMIT ${} OFFSET ${}", n + 1, n + 2);
+    let items: Vec<T> = Db.all(&sql, &params)?;
+    let link = page.next_link(req, items.len(), total);
+    let resp = Response::json(200, &PageBody { items, total, limit: page.limit, offset: page.offset });
+    Ok(match link {
+        Some(link) => resp.header("link", link),
+        None => resp,
+    })
 }

@@ -1,24 +1,13 @@
 //! Field rules for JSON bodies. A [`Validator`] collects every broken rule so
-//! one 422 names all the fields at once.
-//!
-//! Text is trimmed of Unicode white space (`char::is_whitespace`, the
-//! `White_Space` property) before its length is counted in characters, and
-//! may not contain NUL (U+0000), which PostgreSQL cannot store. The OpenAPI
-//! document states the same rule as a pattern (`host/openapi.json`).
+//! one 422 names all the fields at once. The text rules themselves (NUL,
+//! trimming, counting characters) are `petstore_model`'s; the OpenAPI
+//! document states them as patterns (`host/openapi.json`).
 
 use serde_json::{Map, Value};
 
-use crate::error::{ApiError, FieldError};
+pub use petstore_model::Padding;
 
-/// What surrounding white space does to a text value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Padding {
-    /// Trimmed away before the length is counted (names).
-    Trimmed,
-    /// Refused: the value is taken exactly as sent (tags, which must be
-    /// distinct as sent and as stored).
-    Refused,
-}
+use crate::error::{ApiError, FieldError};
 
 /// Whether a field must be present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +35,14 @@ impl Validator {
         if self.details.is_empty() { Ok(()) } else { Err(ApiError::Validation(self.details)) }
     }
 
+    /// The checked `values` when no rule broke, else `422` with every detail.
+    /// Every check that yields `None` for a required field records a detail,
+    /// so when none is recorded the values are all there.
+    pub fn finish_with<T>(self, values: Option<T>) -> Result<T, ApiError> {
+        self.finish()?;
+        values.ok_or(ApiError::Internal)
+    }
+
     /// The member `field`, or `None` (a failure when it is required). JSON
     /// `null` counts as given: each rule below refuses it.
     fn member<'a>(&mut self, obj: &'a Map<String, Value>, field: &str, presence: Presence) -> Option<&'a Value> {
@@ -69,22 +66,13 @@ impl Validator {
             self.fail(field, "must be a string");
             return None;
         };
-        if s.contains('\0') {
-            self.fail(field, "must not contain the NUL character (U+0000)");
-            return None;
+        match petstore_model::text(s, max, padding) {
+            Ok(text) => Some(text.to_string()),
+            Err(broken) => {
+                self.fail(field, broken.to_string());
+                None
+            }
         }
-        let trimmed = s.trim();
-        if padding == Padding::Refused && trimmed.len() != s.len() {
-            self.fail(field, "must not start or end with white space");
-            return None;
-        }
-        let len = trimmed.chars().count();
-        if len == 0 || len > max {
-            let counted = if padding == Padding::Trimmed { " after trimming" } else { "" };
-            self.fail(field, format!("must be 1 to {max} characters{counted}"));
-            return None;
-        }
-        Some(trimmed.to_string())
     }
 
     /// One of `allowed`.
@@ -167,19 +155,6 @@ mod tests {
             _ => Vec::new(),
         };
         assert_eq!(fields, ["b", "c", "d"]);
-    }
-
-    #[test]
-    fn unpadded_text_refuses_surrounding_white_space() {
-        let mut v = Validator::new();
-        assert_eq!(v.text_value("t", &json!("a b"), 30, Padding::Refused).as_deref(), Some("a b"));
-        assert_eq!(v.text_value("t", &json!(" a"), 30, Padding::Refused), None);
-        assert_eq!(v.text_value("t", &json!("a\n"), 30, Padding::Refused), None);
-        assert_eq!(
-            v.text_value("t", &json!("\u{1c}"), 30, Padding::Refused).as_deref(),
-            Some("\u{1c}"),
-            "not White_Space"
-        );
     }
 
     #[test]

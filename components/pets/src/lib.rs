@@ -4,28 +4,17 @@
 //! query) and as rows of `pet_tags` (what the `tag` filter searches). Every
 //! write changes both in one transaction.
 
-use petstore_guest::db::{self, Db, Row, Sql, Value};
-use petstore_guest::paging::{Page, PageBody};
+use petstore_guest::db::{self, Db, Sql, Value};
+use petstore_guest::model::{NAME_MAX, PET_STATUSES, Pet, SPECIES_MAX, TAG_MAX, TAGS_MAX};
+use petstore_guest::paging::{self, Filters};
+use petstore_guest::records::PET_COLUMNS;
 use petstore_guest::validate::{self, Padding, Presence, Validator};
-use petstore_guest::{ApiError, Handler, Request, Response, bindings, serve};
-use serde::Serialize;
+use petstore_guest::{ApiError, Request, Response};
 use serde_json::{Map, Value as Json};
 
 const PREFIX: &str = "/api/v1/pets";
-const STATUSES: &[&str] = &["available", "pending", "sold"];
-const COLUMNS: &str = "id, name, species, tags, status, created_at, updated_at";
 
-struct Pets;
-
-impl Handler for Pets {
-    fn handle(
-        req: bindings::exports::petstore::api::handler::Request,
-    ) -> bindings::exports::petstore::api::handler::Response {
-        serve(req, route)
-    }
-}
-
-petstore_guest::export_handler!(Pets);
+petstore_guest::handler!(route);
 
 fn route(req: &Request) -> Result<Response, ApiError> {
     let Some(segments) = req.segments_after(PREFIX) else {
@@ -49,33 +38,6 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     }
 }
 
-#[derive(Serialize)]
-struct Pet {
-    id: i64,
-    name: String,
-    species: String,
-    tags: Vec<String>,
-    status: String,
-    created_at: String,
-    updated_at: String,
-}
-
-impl Pet {
-    fn from_row(row: &[Value]) -> Result<Pet, ApiError> {
-        let row = Row(row);
-        let tags = serde_json::from_str(&row.text(3)?).map_err(|_| ApiError::Internal)?;
-        Ok(Pet {
-            id: row.int(0)?,
-            name: row.text(1)?,
-            species: row.text(2)?,
-            tags,
-            status: row.text(4)?,
-            created_at: row.text(5)?,
-            updated_at: row.text(6)?,
-        })
-    }
-}
-
 /// The client-settable fields of a pet, validated.
 struct PetFields {
     name: String,
@@ -89,18 +51,13 @@ impl PetFields {
     /// take their defaults; `null` is not a value of any field.
     fn from_json(obj: &Map<String, Json>) -> Result<PetFields, ApiError> {
         let mut v = Validator::new();
-        let name = v.text(obj, "name", 100, Presence::Required);
-        let species = v.text(obj, "species", 50, Presence::Required);
+        let name = v.text(obj, "name", NAME_MAX, Presence::Required);
+        let species = v.text(obj, "species", SPECIES_MAX, Presence::Required);
         let tags = tags(&mut v, obj.get("tags"));
-        let status = match obj.get("status") {
-            None => Some("available".to_string()),
-            Some(_) => v.one_of(obj, "status", STATUSES, Presence::Optional),
-        };
-        v.finish()?;
-        match (name, species, tags, status) {
-            (Some(name), Some(species), Some(tags), Some(status)) => Ok(PetFields { name, species, tags, status }),
-            _ => Err(ApiError::Internal),
-        }
+        let status = v.one_of(obj, "status", &PET_STATUSES, Presence::Optional);
+        let ((name, species), tags) = v.finish_with(name.zip(species).zip(tags))?;
+        let status = status.unwrap_or_else(|| PET_STATUSES[0].to_string());
+        Ok(PetFields { name, species, tags, status })
     }
 }
 
@@ -115,13 +72,13 @@ fn tags(v: &mut Validator, value: Option<&Json>) -> Option<Vec<String>> {
             return None;
         }
     };
-    if items.len() > 10 {
-        v.fail("tags", "at most 10 tags");
+    if items.len() > TAGS_MAX {
+        v.fail("tags", format!("at most {TAGS_MAX} tags"));
         return None;
     }
     let mut tags: Vec<String> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let tag = v.text_value(&format!("tags[{i}]"), item, 30, Padding::Refused)?;
+        let tag = v.text_value(&format!("tags[{i}]"), item, TAG_MAX, Padding::Refused)?;
         if tags.contains(&tag) {
             v.fail(&format!("tags[{i}]"), "duplicate tag");
             return None;
@@ -132,59 +89,30 @@ fn tags(v: &mut Validator, value: Option<&Json>) -> Option<Vec<String>> {
 }
 
 fn list(req: &Request) -> Result<Response, ApiError> {
-    let page = Page::from_request(req)?;
-    let mut filters = Vec::new();
-    let mut params = Vec::new();
-    if let Some(status) = req.query("status")? {
-        if !STATUSES.contains(&status) {
-            return Err(ApiError::invalid_parameter("status", "must be one of: available, pending, sold"));
-        }
-        params.push(Value::Text(status.to_string()));
-        filters.push(format!("status = ${}", params.len()));
+    let status = req.query("status")?;
+    if status.is_some_and(|s| !PET_STATUSES.contains(&s)) {
+        return Err(ApiError::invalid_parameter("status", format!("must be one of: {}", PET_STATUSES.join(", "))));
     }
-    if let Some(species) = req.query("species")? {
-        params.push(Value::Text(species.to_string()));
-        filters.push(format!("species = ${}", params.len()));
-    }
-    if let Some(tag) = req.query("tag")? {
-        params.push(Value::Text(tag.to_string()));
-        filters
-            .push(format!("EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${})", params.len()));
-    }
-    let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
-
-    let total = db::scalar_int(&Db.rows(&format!("SELECT COUNT(*) FROM pets{filter}"), &params)?)?;
-    let n = params.len();
-    params.push(Value::Integer(page.limit));
-    params.push(Value::Integer(page.offset));
-    let sql = format!("SELECT {COLUMNS} FROM pets{filter} ORDER BY id LIMIT ${} OFFSET ${}", n + 1, n + 2);
-    let items = Db.rows(&sql, &params)?.rows.iter().map(|r| Pet::from_row(r)).collect::<Result<Vec<_>, _>>()?;
-
-    let link = page.next_link(req, items.len(), total);
-    let body = PageBody { items, total, limit: page.limit, offset: page.offset };
-    let resp = Response::json(200, &body);
-    Ok(match link {
-        Some(link) => resp.header("link", link),
-        None => resp,
-    })
+    let filters = Filters::new().equal("status", status).equal("species", req.query("species")?).condition(
+        |n| format!("EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${n})"),
+        req.query("tag")?,
+    );
+    paging::list::<Pet>(req, "pets", PET_COLUMNS, filters)
 }
 
 fn get(id: i64) -> Result<Response, ApiError> {
-    let pet = fetch(&Db, id)?.ok_or_else(|| ApiError::not_found("pet"))?;
+    let pet: Pet = Db
+        .optional(&format!("SELECT {PET_COLUMNS} FROM pets WHERE id = $1"), &[Value::Integer(id)])?
+        .ok_or_else(|| ApiError::not_found("pet"))?;
     Ok(Response::json(200, &pet))
-}
-
-fn fetch(sql: &impl Sql, id: i64) -> Result<Option<Pet>, ApiError> {
-    let rows = sql.rows(&format!("SELECT {COLUMNS} FROM pets WHERE id = $1"), &[Value::Integer(id)])?;
-    rows.rows.first().map(|r| Pet::from_row(r)).transpose()
 }
 
 fn create(req: &Request) -> Result<Response, ApiError> {
     let fields = PetFields::from_json(&req.json_object()?)?;
     let now = petstore_guest::time::now_rfc3339();
     let tx = db::begin()?;
-    let rows = tx.rows(
-        &format!("INSERT INTO pets (name, species, tags, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}"),
+    let pet: Pet = tx.one(
+        &format!("INSERT INTO pets (name, species, tags, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {PET_COLUMNS}"),
         &[
             Value::Text(fields.name),
             Value::Text(fields.species),
@@ -193,7 +121,6 @@ fn create(req: &Request) -> Result<Response, ApiError> {
             Value::Text(now),
         ],
     )?;
-    let pet = rows.rows.first().map(|r| Pet::from_row(r)).transpose()?.ok_or(ApiError::Internal)?;
     write_tags(&tx, pet.id, &fields.tags)?;
     db::commit(tx)?;
     Ok(Response::json(201, &pet).header("location", format!("{PREFIX}/{}", pet.id)))
@@ -239,8 +166,7 @@ fn patch(req: &Request, id: i64) -> Result<Response, ApiError> {
             None => {}
         }
     }
-    let fields = PetFields::from_json(&merged)?;
-    let pet = store(&tx, id, fields)?;
+    let pet = store(&tx, id, PetFields::from_json(&merged)?)?;
     db::commit(tx)?;
     Ok(Response::json(200, &pet))
 }
@@ -250,28 +176,27 @@ fn patch(req: &Request, id: i64) -> Result<Response, ApiError> {
 /// anyway). Concurrent writers of the pet wait; a waiting one then reads the
 /// committed result.
 fn lock(tx: &impl Sql, id: i64) -> Result<Option<Pet>, ApiError> {
-    let rows = tx.rows(
-        &format!("UPDATE pets SET updated_at = updated_at WHERE id = $1 RETURNING {COLUMNS}"),
+    tx.optional(
+        &format!("UPDATE pets SET updated_at = updated_at WHERE id = $1 RETURNING {PET_COLUMNS}"),
         &[Value::Integer(id)],
-    )?;
-    rows.rows.first().map(|r| Pet::from_row(r)).transpose()
+    )
 }
 
 /// Overwrite a pet's fields and tags inside `tx`; `404` when it is gone.
 fn store(tx: &impl Sql, id: i64, fields: PetFields) -> Result<Pet, ApiError> {
-    let now = petstore_guest::time::now_rfc3339();
-    let rows = tx.rows(
-        &format!("UPDATE pets SET name = $2, species = $3, tags = $4, status = $5, updated_at = $6 WHERE id = $1 RETURNING {COLUMNS}"),
-        &[
-            Value::Integer(id),
-            Value::Text(fields.name),
-            Value::Text(fields.species),
-            Value::Text(tags_json(&fields.tags)?),
-            Value::Text(fields.status),
-            Value::Text(now),
-        ],
-    )?;
-    let pet = rows.rows.first().map(|r| Pet::from_row(r)).transpose()?.ok_or_else(|| ApiError::not_found("pet"))?;
+    let pet: Pet = tx
+        .optional(
+            &format!("UPDATE pets SET name = $2, species = $3, tags = $4, status = $5, updated_at = $6 WHERE id = $1 RETURNING {PET_COLUMNS}"),
+            &[
+                Value::Integer(id),
+                Value::Text(fields.name),
+                Value::Text(fields.species),
+                Value::Text(tags_json(&fields.tags)?),
+                Value::Text(fields.status),
+                Value::Text(petstore_guest::time::now_rfc3339()),
+            ],
+        )?
+        .ok_or_else(|| ApiError::not_found("pet"))?;
     tx.run("DELETE FROM pet_tags WHERE pet_id = $1", &[Value::Integer(id)])?;
     write_tags(tx, id, &fields.tags)?;
     Ok(pet)

@@ -3,21 +3,13 @@
 //! hot-swap and shutdown tests can tell which version answered and keep a
 //! request in flight.
 
-use petstore_guest::{Handler, Response, bindings, serve};
+use petstore_guest::{ApiError, Request, Response};
 
-struct Versioned;
+petstore_guest::handler!(route);
 
-impl Handler for Versioned {
-    fn handle(
-        req: bindings::exports::petstore::api::handler::Request,
-    ) -> bindings::exports::petstore::api::handler::Response {
-        serve(req, |req| {
-            if let Some(ms) = req.query("sleep_ms").ok().flatten().and_then(|v| v.parse::<u64>().ok()) {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-            }
-            Ok(Response::json(200, &serde_json::json!({ "version": env!("CARGO_PKG_NAME") })))
-        })
+fn route(req: &Request) -> Result<Response, ApiError> {
+    if let Some(ms) = req.query("sleep_ms")?.and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
+    Ok(Response::json(200, &serde_json::json!({ "version": env!("CARGO_PKG_NAME") })))
 }
-
-petstore_guest::export_handler!(Versioned);

@@ -134,3 +134,89 @@ fn to_wit(rows: storage::RowSet) -> RowSet {
         rows: rows.rows.into_iter().map(|r| r.into_iter().map(convert).collect()).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::host_api::{HandlerSettings, Shared};
+    use crate::storage::Database;
+    use crate::storage::mock::{Answer, Mock};
+
+    fn request(mock: &Mock) -> RequestState {
+        let shared = Shared {
+            database: Database::from_backend(mock.clone()),
+            settings: HandlerSettings { api_version: "1".into(), pagination_limit: 20, pagination_max: 100 },
+            metrics: Arc::new(Metrics::new().expect("metrics")),
+        };
+        RequestState::new(Arc::new(shared), Arc::from("req-1"), Arc::from("pets"))
+    }
+
+    fn fails(err: DbError) -> Answer {
+        Answer::Fails(err)
+    }
+
+    #[tokio::test]
+    async fn each_class_of_database_error_reaches_the_guest_as_its_own_case() {
+        let mock = Mock::default();
+        for err in [
+            DbError::Constraint("c".into()),
+            DbError::InvalidData("d".into()),
+            DbError::Contention("40001".into()),
+            DbError::Busy("b".into()),
+            DbError::Unavailable("u".into()),
+            DbError::Other("o".into()),
+        ] {
+            mock.then(fails(err));
+        }
+        let mut req = request(&mock);
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            answers.push(Host::execute(&mut req, "UPDATE pets SET name = 'x'".into(), Vec::new()).await);
+        }
+        assert!(matches!(
+            answers.as_slice(),
+            [
+                Err(Error::ConstraintViolation(_)),
+                Err(Error::InvalidData(_)),
+                Err(Error::Busy(_)),
+                Err(Error::Busy(_)),
+                Err(Error::Unavailable(_)),
+                Err(Error::Other(_)),
+            ]
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_lost_to_contention_may_run_again_only_if_nothing_was_committed() {
+        let mock = Mock::default();
+        mock.then(Answer::Rows(Default::default())).then(fails(DbError::Contention("40P01".into())));
+        let mut req = request(&mock);
+        let tx = HostTransaction::begin(&mut req).await.expect("begin");
+        Host::query(&mut req, "SELECT 1".into(), Vec::new()).await.expect("a read");
+        assert!(HostTransaction::execute(&mut req, tx, "UPDATE pets".into(), Vec::new()).await.is_err());
+        assert!(req.may_run_again(), "only a read and the lost transaction: safe to run again");
+
+        let mock = Mock::default();
+        mock.then(Answer::Affected(1)).then(fails(DbError::Contention("40001".into())));
+        let mut req = request(&mock);
+        Host::execute(&mut req, "INSERT INTO pet_tags VALUES (1, 'a')".into(), Vec::new()).await.expect("a write");
+        let tx = HostTransaction::begin(&mut req).await.expect("begin");
+        assert!(HostTransaction::execute(&mut req, tx, "UPDATE pets".into(), Vec::new()).await.is_err());
+        assert!(!req.may_run_again(), "a write outside a transaction committed by itself");
+        assert_eq!(mock.calls(), ["execute INSERT INTO pet_tags VALUES (1, 'a')", "begin", "execute UPDATE pets"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_holds_at_most_two_transactions() {
+        let mock = Mock::default();
+        let mut req = request(&mock);
+        let first = HostTransaction::begin(&mut req).await.expect("first");
+        let _second = HostTransaction::begin(&mut req).await.expect("second");
+        assert!(matches!(HostTransaction::begin(&mut req).await, Err(Error::Other(_))));
+        HostTransaction::commit(&mut req, first).await.expect("commit");
+        assert!(HostTransaction::begin(&mut req).await.is_ok(), "a slot is free again after a commit");
+        assert!(!req.is_between_requests(), "transactions are still open");
+    }
+}

@@ -4,8 +4,8 @@
 //!
 //! The WIT bindings are generated here, once, for the whole host.
 
-mod config;
 mod database;
+mod handler_config;
 mod log;
 
 use std::sync::Arc;

@@ -13,14 +13,14 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 
-use super::error::ApiError;
+use super::error::HttpError;
 use super::observe::Answered;
 use super::{App, BODY_LIMIT};
 use crate::host_api::bindings::exports::petstore::api::handler as wit;
 
 pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let Some(route) = app.routes.resolve(req.uri().path()) else {
-        let mut resp = ApiError::NotFound.into_response();
+        let mut resp = HttpError::NotFound.into_response();
         resp.extensions_mut().insert(Answered { route: "unmatched".into(), component: None });
         return resp;
     };
@@ -33,14 +33,14 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     resp
 }
 
-async fn run(app: &App, component: &str, req: Request) -> Result<Response, ApiError> {
-    let component = app.runtime.component(component).ok_or(ApiError::Unavailable)?;
+async fn run(app: &App, component: &str, req: Request) -> Result<Response, HttpError> {
+    let component = app.runtime.component(component).ok_or(HttpError::Unavailable)?;
     let (parts, body) = req.into_parts();
     let request_id =
         parts.headers.get(super::request_id::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body = tokio::time::timeout(app.body_timeout, read_body(&parts.headers, body))
         .await
-        .map_err(|_| ApiError::RequestTimeout(app.body_timeout.as_millis()))??;
+        .map_err(|_| HttpError::RequestTimeout(app.body_timeout.as_millis()))??;
     let request = wit::Request {
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
@@ -60,27 +60,27 @@ async fn run(app: &App, component: &str, req: Request) -> Result<Response, ApiEr
 }
 
 /// Read at most [`BODY_LIMIT`] bytes, whether or not `Content-Length` was sent.
-async fn read_body(headers: &http::HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+async fn read_body(headers: &http::HeaderMap, body: Body) -> Result<Bytes, HttpError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return Err(ApiError::PayloadTooLarge(BODY_LIMIT));
+        return Err(HttpError::PayloadTooLarge(BODY_LIMIT));
     }
     match Limited::new(body, BODY_LIMIT).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge(BODY_LIMIT))
+            Err(HttpError::PayloadTooLarge(BODY_LIMIT))
         }
-        Err(_) => Err(ApiError::BadBody),
+        Err(_) => Err(HttpError::BadBody),
     }
 }
 
 /// The component's answer as an HTTP response; a malformed one is the
 /// component's failure, not the client's.
-fn into_http(component: &str, answer: wit::Response) -> Result<Response, ApiError> {
+fn into_http(component: &str, answer: wit::Response) -> Result<Response, HttpError> {
     let bad = |what: &str| {
         tracing::warn!(component, what, "component answered with an invalid response");
-        ApiError::ComponentFailed
+        HttpError::ComponentFailed
     };
     let status = StatusCode::from_u16(answer.status).map_err(|_| bad("status"))?;
     let mut resp = Response::new(Body::from(answer.body));

@@ -9,14 +9,14 @@ use thiserror::Error;
 use crate::runtime::InvokeError;
 
 #[derive(Debug, Error)]
-pub enum ApiError {
+pub enum HttpError {
     #[error("no route for this path")]
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
-    #[error("the body could not be read")]
+    #[error("the body could not be read (a broken chunked encoding, or the client went away)")]
     BadBody,
     #[error("the request's body did not arrive within {0} ms")]
     RequestTimeout(u128),
@@ -36,52 +36,52 @@ pub enum ApiError {
     ComponentRejected(String),
 }
 
-impl ApiError {
+impl HttpError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::BadBody => (StatusCode::BAD_REQUEST, "invalid_json"),
-            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::ComponentFailed => (StatusCode::INTERNAL_SERVER_ERROR, "component_failed"),
-            ApiError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::AdminDisabled => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::ComponentRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            HttpError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            HttpError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            HttpError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            HttpError::BadBody => (StatusCode::BAD_REQUEST, "invalid_body"),
+            HttpError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            HttpError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            HttpError::ComponentFailed => (StatusCode::INTERNAL_SERVER_ERROR, "component_failed"),
+            HttpError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            HttpError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            HttpError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            HttpError::AdminDisabled => (StatusCode::NOT_FOUND, "not_found"),
+            HttpError::ComponentRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
         }
     }
 }
 
-impl From<InvokeError> for ApiError {
+impl From<InvokeError> for HttpError {
     fn from(err: InvokeError) -> Self {
         match err {
-            InvokeError::Saturated => ApiError::Unavailable,
-            InvokeError::Timeout => ApiError::Timeout,
-            InvokeError::Trap(_) => ApiError::ComponentFailed,
+            InvokeError::Saturated => HttpError::Unavailable,
+            InvokeError::Timeout => HttpError::Timeout,
+            InvokeError::Trap(_) => HttpError::ComponentFailed,
         }
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
         let mut resp = json_response(status, &body);
         match self {
-            ApiError::MethodNotAllowed(allow) => {
+            HttpError::MethodNotAllowed(allow) => {
                 resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::Unavailable => {
+            HttpError::Unavailable => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RequestTimeout(_) => {
+            HttpError::RequestTimeout(_) => {
                 // The rest of the body may still come: this connection is done.
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            ApiError::Unauthorized => {
+            HttpError::Unauthorized => {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}

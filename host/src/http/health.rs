@@ -2,7 +2,6 @@
 //! document (made once at start, see [`super::openapi`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -26,7 +25,7 @@ pub async fn live() -> Response {
 /// `503` otherwise and while draining.
 pub async fn ready(State(app): State<Arc<App>>) -> Response {
     let checks = Checks::run(&app).await;
-    let ok = checks.ok() && !app.draining.load(Ordering::Relaxed);
+    let ok = checks.ok() && !app.shutdown.is_draining();
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({ "status": if ok { "ok" } else { "unavailable" }, "checks": checks.json() });
     answered(json_response(status, &body), "/api/v1/health/ready")
@@ -57,7 +56,7 @@ struct Checks {
 
 impl Checks {
     async fn run(app: &App) -> Checks {
-        let ping = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, app.runtime.shared().database.ping()).await;
+        let ping = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, app.database.ping()).await;
         let database = matches!(ping, Ok(Ok(())));
         let components = app.routes.routes().iter().all(|r| app.runtime.component(&r.component).is_some());
         Checks { database, components }

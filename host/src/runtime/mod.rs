@@ -5,8 +5,8 @@
 
 mod component;
 mod engine;
+mod file_watch;
 mod warm;
-mod watch;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,7 +21,7 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 
 pub use component::{LoadError, LoadedComponent, Origin, precompiled_path, sha256_hex};
 pub use engine::{PoolLimits, build as build_engine};
-pub use watch::watch;
+pub use file_watch::watch_files;
 
 use warm::{Instance, WarmInstances};
 
@@ -118,10 +118,6 @@ impl Runtime {
         let mut all: Vec<_> = self.components.values().map(|c| c.load_full()).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
-    }
-
-    pub fn shared(&self) -> &Shared {
-        &self.shared
     }
 
     /// Compile `bytes`, check them against the world, and make them the

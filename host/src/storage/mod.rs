@@ -1,11 +1,26 @@
 //! Storage: the service's database behind one small API (query, execute,
 //! transactions) with backend-neutral values and errors. The host's
 //! `database` interface is a thin layer over this; nothing here knows WIT.
+//!
+//! # Layout
+//! - [`backend`]: the trait each backend implements;
+//! - `sql`: the sqlx code the real backends share;
+//! - `sqlite`, `postgres`: each backend's own knowledge (connecting, locking,
+//!   decoding, its error codes);
+//! - [`mock`] (tests only): a scripted backend, to test the layers above
+//!   without a database.
 
+pub mod backend;
+#[cfg(test)]
+pub mod mock;
 mod postgres;
+mod sql;
 mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use backend::{Backend, BackendTransaction};
 
 use thiserror::Error;
 
@@ -106,46 +121,37 @@ pub struct ConnectOptions {
     pub password: Option<String>,
 }
 
-/// The connection pool of the configured backend.
+/// The configured backend's connection pool; cheap to clone.
 #[derive(Clone)]
-pub enum Database {
-    Sqlite(sqlite::Sqlite),
-    Postgres(postgres::Postgres),
-}
+pub struct Database(Arc<dyn Backend>);
 
 /// An open transaction; dropping it rolls back.
-pub enum Transaction {
-    Sqlite(sqlite::Transaction),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-}
+pub struct Transaction(Box<dyn BackendTransaction>);
 
 impl Database {
-    /// Open the database named by `url`. SQLite is opened and migrated
-    /// before this returns (a local file: failing fast is clearest);
-    /// PostgreSQL connects and migrates in the background, so the host
-    /// starts while the database is still coming up.
+    /// Open the database named by `url`: `sqlite:` (opened and migrated
+    /// before this returns) or `postgres://` (connected and migrated in the
+    /// background, so the host starts while the database comes up).
     pub async fn open(url: &str, options: &ConnectOptions) -> Result<Database, DbError> {
         if url.starts_with("sqlite:") {
-            Ok(Database::Sqlite(sqlite::Sqlite::open(url, options).await?))
+            Ok(Database::from_backend(sqlite::Sqlite::open(url, options).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Database::Postgres(postgres::Postgres::open(url, options)?))
+            Ok(Database::from_backend(postgres::Postgres::open(url, options).await?))
         } else {
             Err(DbError::Other(format!("unsupported database URL scheme in {}", redact(url))))
         }
     }
 
+    pub fn from_backend(backend: impl Backend) -> Database {
+        Database(Arc::new(backend))
+    }
+
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        match self {
-            Database::Sqlite(db) => db.query(sql, params).await,
-            Database::Postgres(db) => db.query(sql, params).await,
-        }
+        self.0.query(sql, params).await
     }
 
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        match self {
-            Database::Sqlite(db) => db.execute(sql, params).await,
-            Database::Postgres(db) => db.execute(sql, params).await,
-        }
+        self.0.execute(sql, params).await
     }
 
     /// Begin a write transaction. sqlx's `begin` is not cancel-safe: a
@@ -155,27 +161,14 @@ impl Database {
     /// write failed. So BEGIN runs to completion on a task of its own; if
     /// nobody takes the transaction, dropping it rolls it back.
     pub async fn begin(&self) -> Result<Transaction, DbError> {
-        let db = self.clone();
-        to_completion(async move {
-            match db {
-                Database::Sqlite(db) => Ok(Transaction::Sqlite(db.begin().await?)),
-                Database::Postgres(db) => Ok(Transaction::Postgres(db.begin().await?)),
-            }
-        })
-        .await
+        let backend = self.0.clone();
+        to_completion(async move { backend.begin().await.map(Transaction) }).await
     }
 
     /// A read-only transaction that sees one snapshot for all its reads
     /// (a backup's consistency).
     pub async fn begin_snapshot(&self) -> Result<Transaction, DbError> {
-        match self {
-            Database::Sqlite(db) => Ok(Transaction::Sqlite(db.begin_deferred().await?)),
-            Database::Postgres(db) => {
-                let mut tx = Transaction::Postgres(db.begin().await?);
-                tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", Vec::new()).await?;
-                Ok(tx)
-            }
-        }
+        self.0.begin_snapshot().await.map(Transaction)
     }
 
     /// Wait until the database answers and its schema is migrated.
@@ -192,10 +185,7 @@ impl Database {
 
     /// Connections open in the pool, and how many of them are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
-        match self {
-            Database::Sqlite(db) => db.pool_stats(),
-            Database::Postgres(db) => db.pool_stats(),
-        }
+        self.0.pool_stats()
     }
 
     /// A cheap round trip, for readiness.
@@ -206,45 +196,24 @@ impl Database {
 
 impl Transaction {
     pub async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        match self {
-            Transaction::Sqlite(tx) => sqlite::query(&mut tx.tx, sql, params).await,
-            Transaction::Postgres(tx) => postgres::query(tx, sql, params).await,
-        }
+        self.0.query(sql, params).await
     }
 
     pub async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        match self {
-            Transaction::Sqlite(tx) => sqlite::execute(&mut tx.tx, sql, params).await,
-            Transaction::Postgres(tx) => postgres::execute(tx, sql, params).await,
-        }
+        self.0.execute(sql, params).await
     }
 
     /// After rows were inserted with explicit ids (a restore), make the next
-    /// generated id follow the largest one. SQLite's AUTOINCREMENT does so
-    /// by itself; PostgreSQL's identity sequences do not.
-    pub async fn restart_id_sequences(&mut self) -> Result<(), DbError> {
-        if let Transaction::Postgres(_) = self {
-            for table in ["pets", "orders"] {
-                let sql = format!(
-                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table}"
-                );
-                self.query(&sql, Vec::new()).await?;
-            }
-        }
-        Ok(())
+    /// generated id follow the largest one.
+    pub async fn after_restore(&mut self) -> Result<(), DbError> {
+        self.0.after_restore().await
     }
 
     /// Commit. Once started, a commit finishes even if its caller is
     /// dropped (see [`Database::begin`]), so its outcome never depends on
     /// whether the client waited for it.
     pub async fn commit(self) -> Result<(), DbError> {
-        to_completion(async move {
-            match self {
-                Transaction::Sqlite(tx) => tx.tx.commit().await.map_err(sqlite::error),
-                Transaction::Postgres(tx) => tx.commit().await.map_err(postgres::error),
-            }
-        })
-        .await
+        to_completion(self.0.commit()).await
     }
 }
 

@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{Column, PgConnection, PgPool, Row, TypeInfo, ValueRef};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::{PgPool, Row, TypeInfo, ValueRef};
 
+use super::backend::{Backend, BackendTransaction};
+use super::sql::{self, Dialect};
 use super::{ConnectOptions, DbError, ErrorClass, RowSet, Value, classify};
+use sqlx::query::Query;
 
 /// Longest wait between two attempts to reach a database that is down.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -23,27 +27,9 @@ pub struct Postgres {
     migrated: Arc<AtomicBool>,
 }
 
-impl Postgres {
-    pub fn open(url: &str, options: &ConnectOptions) -> Result<Postgres, DbError> {
-        let mut connect =
-            PgConnectOptions::from_str(url).map_err(|e| DbError::Other(format!("invalid PostgreSQL URL: {e}")))?;
-        if let Some(user) = &options.user {
-            connect = connect.username(user);
-        }
-        if let Some(password) = &options.password {
-            connect = connect.password(password);
-        }
-        let statement_timeout = options.statement_timeout.as_millis().to_string();
-        connect = connect.application_name("petstore").options([("statement_timeout", statement_timeout.as_str())]);
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect);
-        let db = Postgres { pool, migrated: Arc::new(AtomicBool::new(false)) };
-        tokio::spawn(db.clone().migrate_when_reachable());
-        Ok(db)
-    }
+struct Transaction(sqlx::Transaction<'static, sqlx::Postgres>);
 
+impl Postgres {
     async fn migrate_when_reachable(self) {
         let mut wait = Duration::from_millis(100);
         loop {
@@ -70,65 +56,119 @@ impl Postgres {
         }
     }
 
-    pub fn pool_stats(&self) -> (u32, usize) {
+    async fn transaction(&self) -> Result<Transaction, DbError> {
+        self.ready()?;
+        Ok(Transaction(self.pool.begin().await.map_err(Self::classify)?))
+    }
+}
+
+#[async_trait]
+impl Backend for Postgres {
+    /// Returns at once; connecting and migrating go on in the background.
+    async fn open(url: &str, options: &ConnectOptions) -> Result<Postgres, DbError> {
+        let mut connect =
+            PgConnectOptions::from_str(url).map_err(|e| DbError::Other(format!("invalid PostgreSQL URL: {e}")))?;
+        if let Some(user) = &options.user {
+            connect = connect.username(user);
+        }
+        if let Some(password) = &options.password {
+            connect = connect.password(password);
+        }
+        let statement_timeout = options.statement_timeout.as_millis().to_string();
+        connect = connect.application_name("petstore").options([("statement_timeout", statement_timeout.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        let db = Postgres { pool, migrated: Arc::new(AtomicBool::new(false)) };
+        tokio::spawn(db.clone().migrate_when_reachable());
+        Ok(db)
+    }
+
+    fn classify(err: sqlx::Error) -> DbError {
+        classify(err, class_of)
+    }
+
+    async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+        self.ready()?;
+        let mut conn = self.pool.acquire().await.map_err(Self::classify)?;
+        sql::query::<Self, _>(&mut *conn, sql, params).await
+    }
+
+    async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        self.ready()?;
+        let mut conn = self.pool.acquire().await.map_err(Self::classify)?;
+        sql::execute::<Self, _>(&mut *conn, sql, params).await
+    }
+
+    async fn begin(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
+        Ok(Box::new(self.transaction().await?))
+    }
+
+    async fn begin_snapshot(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
+        let mut tx = self.transaction().await?;
+        tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", Vec::new()).await?;
+        Ok(Box::new(tx))
+    }
+
+    fn pool_stats(&self) -> (u32, usize) {
         (self.pool.size(), self.pool.num_idle())
     }
+}
 
-    pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        self.ready()?;
-        let mut conn = self.pool.acquire().await.map_err(error)?;
-        query(&mut conn, sql, params).await
+#[async_trait]
+impl BackendTransaction for Transaction {
+    async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+        sql::query::<Postgres, _>(&mut *self.0, sql, params).await
     }
 
-    pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        self.ready()?;
-        let mut conn = self.pool.acquire().await.map_err(error)?;
-        execute(&mut conn, sql, params).await
+    async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        sql::execute::<Postgres, _>(&mut *self.0, sql, params).await
     }
 
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
-        self.ready()?;
-        self.pool.begin().await.map_err(error)
+    async fn commit(self: Box<Self>) -> Result<(), DbError> {
+        self.0.commit().await.map_err(Postgres::classify)
+    }
+
+    /// Identity sequences do not follow explicitly inserted ids by themselves.
+    async fn after_restore(&mut self) -> Result<(), DbError> {
+        for table in ["pets", "orders"] {
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table}"
+            );
+            self.query(&sql, Vec::new()).await?;
+        }
+        Ok(())
     }
 }
 
-fn bind(sql: &str, params: Vec<Value>) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let mut q = sqlx::query(sql);
-    for p in params {
-        q = match p {
-            Value::Null => q.bind(None::<String>),
-            Value::Integer(n) => q.bind(n),
-            Value::Real(f) => q.bind(f),
-            Value::Text(s) => q.bind(s),
-            Value::Blob(b) => q.bind(b),
-            Value::Boolean(b) => q.bind(b),
-        };
+impl Dialect for Postgres {
+    type Db = sqlx::Postgres;
+
+    fn bind(
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Query<'_, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments<'_>> {
+        sql::bind::<sqlx::Postgres, String>(sql, params)
     }
-    q
-}
 
-pub async fn query(conn: &mut PgConnection, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-    let rows = bind(sql, params).fetch_all(conn).await.map_err(error)?;
-    let columns = match rows.first() {
-        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
-        None => Vec::new(),
-    };
-    let rows = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
-    Ok(RowSet { columns, rows })
-}
+    /// Decode by each column's type: every integer width becomes a 64-bit
+    /// integer, as SQLite answers.
+    fn decode_row(row: &PgRow) -> Result<Vec<Value>, DbError> {
+        (0..row.len()).map(|i| decode(row, i)).collect()
+    }
 
-pub async fn execute(conn: &mut PgConnection, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-    Ok(bind(sql, params).execute(conn).await.map_err(error)?.rows_affected())
-}
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 
-/// Decode by each column's type: every integer width becomes a 64-bit
-/// integer, as SQLite answers.
-fn decode_row(row: &PgRow) -> Result<Vec<Value>, DbError> {
-    (0..row.len()).map(|i| decode(row, i)).collect()
+    fn error(err: sqlx::Error) -> DbError {
+        Self::classify(err)
+    }
 }
 
 fn decode(row: &PgRow, i: usize) -> Result<Value, DbError> {
-    let raw = row.try_get_raw(i).map_err(error)?;
+    let raw = row.try_get_raw(i).map_err(Postgres::classify)?;
     if raw.is_null() {
         return Ok(Value::Null);
     }
@@ -148,12 +188,7 @@ fn decode(row: &PgRow, i: usize) -> Result<Value, DbError> {
             )));
         }
     };
-    value.map_err(error)
-}
-
-/// Sort a PostgreSQL error (see [`class_of`]).
-pub fn error(err: sqlx::Error) -> DbError {
-    classify(err, class_of)
+    value.map_err(Postgres::classify)
 }
 
 /// PostgreSQL's SQLSTATE codes by class (Appendix A of its manual).

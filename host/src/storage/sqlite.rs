@@ -7,16 +7,21 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Column, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool, TypeInfo, ValueRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::backend::{Backend, BackendTransaction};
+use super::sql::{self, Dialect};
 use super::{ConnectOptions, DbError, ErrorClass, RowSet, Value, classify};
+use sqlx::query::Query;
 
 /// How long a writer waits for the write lock before answering `busy`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Clone)]
 pub struct Sqlite {
     pool: SqlitePool,
     /// SQLite lets one write transaction run at a time. Waiting for it here
@@ -27,13 +32,16 @@ pub struct Sqlite {
 }
 
 /// A transaction; a write transaction also holds the write lock.
-pub struct Transaction {
-    pub tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+struct Transaction {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     _writer: Option<OwnedSemaphorePermit>,
 }
 
-impl Sqlite {
-    pub async fn open(url: &str, options: &ConnectOptions) -> Result<Sqlite, DbError> {
+#[async_trait]
+impl Backend for Sqlite {
+    /// Open (creating the file if needed) and migrate before returning: a
+    /// local file, so failing fast is clearest.
+    async fn open(url: &str, options: &ConnectOptions) -> Result<Sqlite, DbError> {
         let connect = SqliteConnectOptions::from_str(url)
             .map_err(|e| DbError::Other(format!("invalid SQLite URL: {e}")))?
             .create_if_missing(true)
@@ -50,7 +58,7 @@ impl Sqlite {
             .test_before_acquire(false)
             .connect_with(connect)
             .await
-            .map_err(error)?;
+            .map_err(Self::classify)?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
@@ -58,98 +66,103 @@ impl Sqlite {
         Ok(Sqlite { pool, writer: Arc::new(Semaphore::new(1)) })
     }
 
-    pub fn pool_stats(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
+    fn classify(err: sqlx::Error) -> DbError {
+        classify(err, class_of)
     }
 
-    pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        let mut conn = self.pool.acquire().await.map_err(error)?;
-        query(&mut conn, sql, params).await
+    async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+        let mut conn = self.pool.acquire().await.map_err(Self::classify)?;
+        sql::query::<Self, _>(&mut *conn, sql, params).await
     }
 
-    pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        let mut conn = self.pool.acquire().await.map_err(error)?;
-        execute(&mut conn, sql, params).await
+    async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        let mut conn = self.pool.acquire().await.map_err(Self::classify)?;
+        sql::execute::<Self, _>(&mut *conn, sql, params).await
     }
 
     /// A write transaction. Waiting for the write lock longer than SQLite's
     /// own busy timeout is `busy`, as it was before the queue (e.g. a
     /// request that opens a second write transaction while it holds one).
-    pub async fn begin(&self) -> Result<Transaction, DbError> {
+    async fn begin(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
         let writer = tokio::time::timeout(BUSY_TIMEOUT, self.writer.clone().acquire_owned())
             .await
             .map_err(|_| DbError::Busy("timed out waiting for the write lock".into()))?
             .map_err(|_| DbError::Unavailable("the database is closed".into()))?;
-        Ok(Transaction { tx: self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(error)?, _writer: Some(writer) })
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(Self::classify)?;
+        Ok(Box::new(Transaction { tx, _writer: Some(writer) }))
     }
 
     /// A transaction that takes no lock until it reads: in WAL mode its
     /// first read fixes the snapshot it sees, and writers are not blocked.
-    pub async fn begin_deferred(&self) -> Result<Transaction, DbError> {
-        Ok(Transaction { tx: self.pool.begin().await.map_err(error)?, _writer: None })
+    async fn begin_snapshot(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
+        let tx = self.pool.begin().await.map_err(Self::classify)?;
+        Ok(Box::new(Transaction { tx, _writer: None }))
+    }
+
+    fn pool_stats(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
     }
 }
 
-fn bind(sql: &str, params: Vec<Value>) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
-    let mut q = sqlx::query(sql);
-    for p in params {
-        q = match p {
-            Value::Null => q.bind(None::<i64>),
-            Value::Integer(n) => q.bind(n),
-            Value::Real(f) => q.bind(f),
-            Value::Text(s) => q.bind(s),
-            Value::Blob(b) => q.bind(b),
-            Value::Boolean(b) => q.bind(b),
-        };
+/// SQLite's AUTOINCREMENT follows restored ids by itself: nothing to do
+/// after a restore.
+#[async_trait]
+impl BackendTransaction for Transaction {
+    async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+        sql::query::<Sqlite, _>(&mut *self.tx, sql, params).await
     }
-    q
+
+    async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        sql::execute::<Sqlite, _>(&mut *self.tx, sql, params).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), DbError> {
+        self.tx.commit().await.map_err(Sqlite::classify)
+    }
 }
 
-pub async fn query(conn: &mut SqliteConnection, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-    let rows = bind(sql, params).fetch_all(conn).await.map_err(error)?;
-    let columns = match rows.first() {
-        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
-        None => Vec::new(),
-    };
-    let rows = rows.iter().map(decode_row).collect::<Result<_, _>>()?;
-    Ok(RowSet { columns, rows })
-}
+impl Dialect for Sqlite {
+    type Db = sqlx::Sqlite;
 
-pub async fn execute(conn: &mut SqliteConnection, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-    Ok(bind(sql, params).execute(conn).await.map_err(error)?.rows_affected())
-}
+    fn bind(sql: &str, params: Vec<Value>) -> Query<'_, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments<'_>> {
+        sql::bind::<sqlx::Sqlite, i64>(sql, params)
+    }
 
-/// Decode by each value's storage class; an INTEGER in a column declared
-/// BOOLEAN becomes a boolean, as PostgreSQL would answer.
-fn decode_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
-    (0..row.len())
-        .map(|i| {
-            let raw = row.try_get_raw(i)?;
-            if raw.is_null() {
-                return Ok(Value::Null);
-            }
-            let storage = raw.type_info().name().to_string();
-            Ok(match storage.as_str() {
-                "INTEGER" | "BOOLEAN" => {
-                    let n: i64 = row.try_get_unchecked(i)?;
-                    if row.column(i).type_info().name() == "BOOLEAN" {
-                        Value::Boolean(n != 0)
-                    } else {
-                        Value::Integer(n)
-                    }
+    /// Decode by each value's storage class; an INTEGER in a column declared
+    /// BOOLEAN becomes a boolean, as PostgreSQL would answer.
+    fn decode_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
+        (0..row.len())
+            .map(|i| {
+                let raw = row.try_get_raw(i)?;
+                if raw.is_null() {
+                    return Ok(Value::Null);
                 }
-                "REAL" => Value::Real(row.try_get_unchecked(i)?),
-                "TEXT" => Value::Text(row.try_get_unchecked(i)?),
-                _ => Value::Blob(row.try_get_unchecked(i)?),
+                let storage = raw.type_info().name().to_string();
+                Ok(match storage.as_str() {
+                    "INTEGER" | "BOOLEAN" => {
+                        let n: i64 = row.try_get_unchecked(i)?;
+                        if sqlx::Column::type_info(&row.columns()[i]).name() == "BOOLEAN" {
+                            Value::Boolean(n != 0)
+                        } else {
+                            Value::Integer(n)
+                        }
+                    }
+                    "REAL" => Value::Real(row.try_get_unchecked(i)?),
+                    "TEXT" => Value::Text(row.try_get_unchecked(i)?),
+                    _ => Value::Blob(row.try_get_unchecked(i)?),
+                })
             })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(error)
-}
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Self::classify)
+    }
 
-/// Sort a SQLite error (see [`class_of`]).
-pub fn error(err: sqlx::Error) -> DbError {
-    classify(err, class_of)
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn error(err: sqlx::Error) -> DbError {
+        Self::classify(err)
+    }
 }
 
 /// SQLite's result codes by class. sqlx reports the extended code, whose low

@@ -36,3 +36,14 @@ pub fn init(level: &str, output: Output) -> Option<tracing_appender::non_blockin
         }
     }
 }
+
+/// Errors that carry a backtrace (anyhow, wasmtime traps) would capture and
+/// symbolize one per guest trap when `RUST_BACKTRACE` is set: costly in time
+/// and memory on a hot path. Panics still get backtraces from `RUST_BACKTRACE`.
+/// Call before any other thread starts.
+pub fn no_error_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called at the start of main, before any other thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}

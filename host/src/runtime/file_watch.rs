@@ -20,7 +20,7 @@ fn stamp(path: &PathBuf) -> Stamp {
 }
 
 /// Watch `files` (component name → path) until the task is dropped.
-pub async fn watch(runtime: Arc<Runtime>, files: Vec<(String, PathBuf)>) {
+pub async fn watch_files(runtime: Arc<Runtime>, files: Vec<(String, PathBuf)>) {
     let mut applied: HashMap<String, Stamp> = files.iter().map(|(n, p)| (n.clone(), stamp(p))).collect();
     let mut pending: HashMap<String, Stamp> = HashMap::new();
     tracing::info!(components = files.len(), "watching component files for changes");

@@ -1,4 +1,5 @@
-//! The `config` interface: read-only handler settings.
+//! The WIT `config` interface: the read-only settings a handler may read
+//! (not to be confused with [`crate::config`], the host's own environment).
 
 use super::RequestState;
 use super::bindings::petstore::api::config::{Host, Settings};

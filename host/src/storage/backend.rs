@@ -1,0 +1,52 @@
+//! What a database backend provides: the one trait each backend implements
+//! (SQLite and PostgreSQL in their own files, a mock for tests), so the
+//! code above it is written once for all of them.
+
+use async_trait::async_trait;
+
+use super::{ConnectOptions, DbError, RowSet, Value};
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Open the database named by `url` (the backend's own scheme).
+    async fn open(url: &str, options: &ConnectOptions) -> Result<Self, DbError>
+    where
+        Self: Sized;
+
+    /// Sort one of the driver's errors into the classes handlers tell apart,
+    /// by the backend's own error codes.
+    fn classify(err: sqlx::Error) -> DbError
+    where
+        Self: Sized;
+
+    /// A statement that returns rows, outside any transaction.
+    async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError>;
+
+    /// A statement run for its effect, outside any transaction.
+    async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError>;
+
+    /// A write transaction.
+    async fn begin(&self) -> Result<Box<dyn BackendTransaction>, DbError>;
+
+    /// A read-only transaction that sees one snapshot for all its reads.
+    async fn begin_snapshot(&self) -> Result<Box<dyn BackendTransaction>, DbError>;
+
+    /// Connections open in the pool, and how many of them are idle.
+    fn pool_stats(&self) -> (u32, usize);
+}
+
+/// An open transaction; dropping it rolls back.
+#[async_trait]
+pub trait BackendTransaction: Send {
+    async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError>;
+
+    async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError>;
+
+    async fn commit(self: Box<Self>) -> Result<(), DbError>;
+
+    /// After rows were inserted with explicit ids (a restore), make the next
+    /// generated id follow the largest one.
+    async fn after_restore(&mut self) -> Result<(), DbError> {
+        Ok(())
+    }
+}

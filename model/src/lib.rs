@@ -1,0 +1,149 @@
+//! The Pet Store's records and the rules every stored value obeys, in one
+//! place: the handler components enforce them on requests, and the host's
+//! backup import enforces them on files. No dependencies (serde is an
+//! option, for the records).
+//!
+//! Text rules: a value has no NUL (U+0000), which PostgreSQL cannot store,
+//! and is counted in characters. Names are trimmed of Unicode white space
+//! (`char::is_whitespace`) before they are counted and stored; tags are taken
+//! exactly as sent and may not start or end with white space, so two tags
+//! that differ only by it cannot both be stored as one.
+
+use std::ops::RangeInclusive;
+
+/// A pet's name: 1 to this many characters, trimmed.
+pub const NAME_MAX: usize = 100;
+/// A pet's species: 1 to this many characters, trimmed.
+pub const SPECIES_MAX: usize = 50;
+/// One tag: 1 to this many characters, unpadded.
+pub const TAG_MAX: usize = 30;
+/// Tags per pet, all distinct (case-sensitive).
+pub const TAGS_MAX: usize = 10;
+/// A pet's status; the first is the default.
+pub const PET_STATUSES: [&str; 3] = ["available", "pending", "sold"];
+/// An order's status, in the only order it may move (skipping is allowed).
+pub const ORDER_STATUSES: [&str; 3] = ["placed", "approved", "delivered"];
+/// Items in one order.
+pub const QUANTITY: RangeInclusive<i64> = 1..=100;
+/// The quantity of an order that names none.
+pub const DEFAULT_QUANTITY: i64 = 1;
+
+/// A pet as stored and answered.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields))]
+pub struct Pet {
+    pub id: i64,
+    pub name: String,
+    pub species: String,
+    pub tags: Vec<String>,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// An order as stored and answered.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields))]
+pub struct Order {
+    pub id: i64,
+    /// `None` once a pet whose orders were all delivered has been deleted.
+    pub pet_id: Option<i64>,
+    pub quantity: i64,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What surrounding white space does to a text value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// Trimmed away before the length is counted (names, species).
+    Trimmed,
+    /// Refused: the value is taken exactly as sent (tags).
+    Refused,
+}
+
+/// Why a text value breaks its rule; the message reads after a field name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextError {
+    Nul,
+    Padded,
+    Length { max: usize, padding: Padding },
+}
+
+impl std::fmt::Display for TextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TextError::Nul => write!(f, "must not contain the NUL character (U+0000)"),
+            TextError::Padded => write!(f, "must not start or end with white space"),
+            TextError::Length { max, padding: Padding::Trimmed } => {
+                write!(f, "must be 1 to {max} characters after trimming")
+            }
+            TextError::Length { max, padding: Padding::Refused } => write!(f, "must be 1 to {max} characters"),
+        }
+    }
+}
+
+/// The value to store for `text`, 1..=`max` characters under `padding`.
+pub fn text(text: &str, max: usize, padding: Padding) -> Result<&str, TextError> {
+    if text.contains('\0') {
+        return Err(TextError::Nul);
+    }
+    let trimmed = text.trim();
+    if padding == Padding::Refused && trimmed.len() != text.len() {
+        return Err(TextError::Padded);
+    }
+    let len = trimmed.chars().count();
+    if len == 0 || len > max {
+        return Err(TextError::Length { max, padding });
+    }
+    Ok(trimmed)
+}
+
+/// Where `status` stands in [`ORDER_STATUSES`], if it is one.
+pub fn order_rank(status: &str) -> Option<usize> {
+    ORDER_STATUSES.iter().position(|s| *s == status)
+}
+
+/// Whether `s` is a time as the service writes them: `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn is_timestamp(s: &str) -> bool {
+    // A digit where the pattern has `d`, that very character elsewhere.
+    const PATTERN: &[u8] = b"dddd-dd-ddTdd:dd:ddZ";
+    s.len() == PATTERN.len()
+        && s.bytes().zip(PATTERN).all(|(c, &p)| if p == b'd' { c.is_ascii_digit() } else { c == p })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_counted_in_characters() {
+        assert_eq!(text("  Rex\u{3000}", NAME_MAX, Padding::Trimmed), Ok("Rex"));
+        assert_eq!(text(&"é".repeat(100), NAME_MAX, Padding::Trimmed).map(str::len), Ok(200));
+        assert!(text(&"é".repeat(101), NAME_MAX, Padding::Trimmed).is_err());
+        assert!(matches!(text(" \t ", NAME_MAX, Padding::Trimmed), Err(TextError::Length { .. })));
+        assert_eq!(text("a\0b", NAME_MAX, Padding::Trimmed), Err(TextError::Nul));
+    }
+
+    #[test]
+    fn tags_are_taken_as_sent() {
+        assert_eq!(text("a b", TAG_MAX, Padding::Refused), Ok("a b"));
+        assert_eq!(text(" a", TAG_MAX, Padding::Refused), Err(TextError::Padded));
+        assert_eq!(text("a\n", TAG_MAX, Padding::Refused), Err(TextError::Padded));
+        assert_eq!(text("\u{1c}", TAG_MAX, Padding::Refused), Ok("\u{1c}"), "not White_Space");
+    }
+
+    #[test]
+    fn order_statuses_rank_in_their_order() {
+        assert_eq!(ORDER_STATUSES.map(order_rank), [Some(0), Some(1), Some(2)]);
+        assert_eq!(order_rank("shipped"), None);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_to_the_second() {
+        assert!(is_timestamp("2026-11-30T06:11:00Z"));
+        assert!(!is_timestamp("2026-11-30T06:11:00+00:00"));
+        assert!(!is_timestamp("2026-11-30 06:11:00Z"));
+    }
+}
