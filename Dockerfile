@@ -16,11 +16,11 @@ COPY . .
 RUN --mount=type=cache,id=petstore-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=petstore-cargo-target,target=/build/target \
     cargo build --locked --release --target x86_64-unknown-linux-musl -p petstore-host --bin petstore \
- && cargo build --locked --release --target wasm32-wasip2 -p pets -p orders \
+ && cargo build --locked --profile component --target wasm32-wasip2 -p pets -p orders \
  && mkdir -p /out/components /out/data \
  && cp /build/target/x86_64-unknown-linux-musl/release/petstore /out/petstore \
  && strip /out/petstore \
- && cp /build/target/wasm32-wasip2/release/pets.wasm /build/target/wasm32-wasip2/release/orders.wasm \
+ && cp /build/target/wasm32-wasip2/component/pets.wasm /build/target/wasm32-wasip2/component/orders.wasm \
        components/routes.toml /out/components/ \
  && COMPONENTS_DIR=/out/components /out/petstore compile \
  && chown -R 65532:65532 /out/data

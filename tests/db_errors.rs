@@ -186,6 +186,13 @@ fn postgres_server(env: &[(&str, &str)]) -> Server {
     s
 }
 
+/// A PostgreSQL server with the pets every failure must leave alone.
+async fn seeded_postgres(env: &[(&str, &str)]) -> (Server, Vec<Value>) {
+    let s = postgres_server(env);
+    let pets = seed(&s).await;
+    (s, pets)
+}
+
 fn runs(s: &Server) -> i64 {
     psql(s, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM attempts").parse().expect("a number")
 }
@@ -213,8 +220,7 @@ async fn a_serialization_failure_or_deadlock_is_retried_inside_the_host() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn contention_that_persists_is_a_503_after_three_runs() {
-    let s = postgres_server(&[]);
-    let pets = seed(&s).await;
+    let (s, pets) = seeded_postgres(&[]).await;
     assert_retry_later(&provoke(&s, true, "40001", 100).await);
     assert_eq!(runs(&s), 3);
     assert_still_there(&s, &pets).await;
@@ -223,8 +229,7 @@ async fn contention_that_persists_is_a_503_after_three_runs() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_request_that_committed_something_is_never_run_twice() {
-    let s = postgres_server(&[]);
-    let pets = seed(&s).await;
+    let (s, pets) = seeded_postgres(&[]).await;
     // The first statement commits by itself; the second then loses.
     let a = sql(
         &s,
@@ -244,8 +249,7 @@ async fn a_request_that_committed_something_is_never_run_twice() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_statement_or_lock_timeout_is_a_503_to_retry_later() {
-    let s = postgres_server(&[("DB_STATEMENT_TIMEOUT_MS", "200")]);
-    let pets = seed(&s).await;
+    let (s, pets) = seeded_postgres(&[("DB_STATEMENT_TIMEOUT_MS", "200")]).await;
     assert_retry_later(&sql(&s, false, &[("SELECT pg_sleep(2)", json!([]))]).await);
     assert_retry_later(&provoke(&s, true, "55P03", 100).await);
     assert_eq!(runs(&s), 1, "a lock timeout is not retried inside the host");
@@ -255,8 +259,7 @@ async fn a_statement_or_lock_timeout_is_a_503_to_retry_later() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_database_out_of_resources_or_shutting_down_is_a_503() {
-    let s = postgres_server(&[]);
-    let pets = seed(&s).await;
+    let (s, pets) = seeded_postgres(&[]).await;
     for sqlstate in ["53300", "53100", "57P01", "08006"] {
         assert_retry_later(&provoke(&s, false, sqlstate, 100).await);
     }

@@ -3,58 +3,11 @@
 //! scripts/test runs these with `--include-ignored` on its PostgreSQL pass.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use crate::support::{Server, eventually};
 
-/// A private PostgreSQL server, destroyed on drop.
-struct Pg {
-    dir: String,
-    port: u16,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-instance")
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(script()).args(args).output().expect("scripts/pg-instance");
-    assert!(out.status.success(), "pg-instance {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-impl Pg {
-    fn create(running: bool) -> Pg {
-        Pg::create_with(if running { &["create"] } else { &["create", "--stopped"] })
-    }
-    fn create_with(args: &[&str]) -> Pg {
-        let out = run(args);
-        let (dir, port) = out.split_once(' ').expect("DIR PORT");
-        Pg { dir: dir.to_string(), port: port.parse().expect("port") }
-    }
-    fn start(&self) {
-        run(&["start", &self.dir]);
-    }
-    fn stop(&self) {
-        run(&["stop", &self.dir]);
-    }
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-    fn psql(&self, sql: &str) -> String {
-        let out = Command::new("psql").arg(self.url()).args(["-tAc", sql]).output().expect("psql");
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = Command::new(script()).args(["destroy", &self.dir]).output();
-    }
-}
+use crate::support::{Pg, Server, eventually};
 
 async fn wait_for_status(s: &Server, path: &str, status: u16) {
     let what = format!("{path} answering {status}");

@@ -108,7 +108,15 @@ async fn a_stale_or_corrupt_artifact_is_never_used() {
             std::fs::write(&path, b"not an artifact").unwrap();
         }
     }
-    let s = crate::support::Server::builder().data_of(&first).env("ADMIN_TOKEN", "t").start();
+    // A database of its own: on the first one, the registry's versions
+    // (the first server's) would be served instead of these files.
+    let second_db = first.dir().join("second");
+    std::fs::create_dir_all(&second_db).unwrap();
+    let s = crate::support::Server::builder()
+        .data_of(&first)
+        .database(&crate::support::fresh_database(&second_db))
+        .env("ADMIN_TOKEN", "t")
+        .start();
     drop(first);
     let list = components(&s).await;
     assert!(!precompiled(&list, "pets") && !precompiled(&list, "orders"), "{list}");

@@ -89,6 +89,23 @@ pub struct Config {
     /// `KEEPALIVE_TIMEOUT_MS`: an idle connection is closed after this long
     /// (keep it above the load balancer's idle timeout: 60 s on an ALB).
     pub keepalive_timeout: Duration,
+    /// `COMPONENT_PUBLIC_KEY` (the key itself) or `COMPONENT_PUBLIC_KEY_FILE`
+    /// (a file holding it, e.g. a mounted Secret): the minisign public key
+    /// every uploaded component must be signed with. Required in production
+    /// when the admin API is on.
+    pub component_public_key: Option<String>,
+    /// `COMPONENT_VERSIONS_KEPT`: stored versions kept per component (besides
+    /// the active one), for rollbacks without a re-upload.
+    pub component_versions_kept: u32,
+    /// `COMPONENT_SYNC_MS`: how often a replica checks the registry and
+    /// reports its heartbeat (notifications make changes arrive sooner).
+    pub component_sync: Duration,
+    /// `COMPONENT_CACHE_DIR`: where compiled components are cached (a
+    /// writable folder; the root filesystem is read-only).
+    pub component_cache_dir: PathBuf,
+    /// `POD_NAME` (Kubernetes' downward API), else `HOSTNAME-PID`: this
+    /// replica's name in the fleet status.
+    pub replica_id: String,
 }
 
 impl Config {
@@ -149,6 +166,31 @@ impl Config {
                 message: "ENVIRONMENT=production needs PostgreSQL; SQLite is for development".into(),
             });
         }
+        let component_public_key = match (get("COMPONENT_PUBLIC_KEY"), get("COMPONENT_PUBLIC_KEY_FILE")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError {
+                    variable: "COMPONENT_PUBLIC_KEY",
+                    message: "give the key or COMPONENT_PUBLIC_KEY_FILE, not both".into(),
+                });
+            }
+            (Some(key), None) => Some(key),
+            (None, Some(path)) => Some(std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                variable: "COMPONENT_PUBLIC_KEY_FILE",
+                message: format!("cannot read {path}: {e}"),
+            })?),
+            (None, None) => None,
+        };
+        if let Some(key) = &component_public_key
+            && let Err(message) = crate::fleet::SignaturePolicy::from_key(Some(key))
+        {
+            return Err(ConfigError { variable: "COMPONENT_PUBLIC_KEY", message });
+        }
+        if environment == Environment::Production && get("ADMIN_TOKEN").is_some() && component_public_key.is_none() {
+            return Err(ConfigError {
+                variable: "COMPONENT_PUBLIC_KEY",
+                message: "ENVIRONMENT=production with the admin API on needs the key uploads are signed with".into(),
+            });
+        }
         let (db_user, db_password) = (get("DB_USER"), get("DB_PASSWORD"));
         if postgres && (db_user.is_some() || db_password.is_some()) && url_has_credentials(&database_url) {
             return Err(ConfigError {
@@ -186,6 +228,16 @@ impl Config {
             header_timeout: millis(&get, "HEADER_TIMEOUT_MS", 10_000)?,
             body_timeout: millis(&get, "BODY_TIMEOUT_MS", 10_000)?,
             keepalive_timeout: millis(&get, "KEEPALIVE_TIMEOUT_MS", 75_000)?,
+            component_public_key,
+            component_versions_kept: number(&get, "COMPONENT_VERSIONS_KEPT", 5, 1, 1000)?,
+            component_sync: millis(&get, "COMPONENT_SYNC_MS", 5_000)?,
+            component_cache_dir: PathBuf::from(
+                get("COMPONENT_CACHE_DIR").unwrap_or_else(|| "/tmp/petstore-components".into()),
+            ),
+            replica_id: get("POD_NAME").unwrap_or_else(|| {
+                let host = get("HOSTNAME").unwrap_or_else(|| "petstore".into());
+                format!("{host}-{}", std::process::id())
+            }),
         })
     }
 }
@@ -293,6 +345,17 @@ mod tests {
         assert!(
             config(&[("DATABASE_URL", "postgresql://db/petstore?sslmode=verify-full&sslrootcert=/ca.pem")]).is_ok()
         );
+    }
+
+    #[test]
+    fn production_with_the_admin_api_needs_a_signing_key() {
+        let production = [("ENVIRONMENT", "production"), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", "t")];
+        assert_eq!(config(&production).unwrap_err().variable, "COMPONENT_PUBLIC_KEY");
+        let junk = [("COMPONENT_PUBLIC_KEY", "not a key")];
+        assert_eq!(config(&junk).unwrap_err().variable, "COMPONENT_PUBLIC_KEY");
+        let missing = [("COMPONENT_PUBLIC_KEY_FILE", "/nonexistent/key.pub")];
+        assert_eq!(config(&missing).unwrap_err().variable, "COMPONENT_PUBLIC_KEY_FILE");
+        assert_eq!(config(&[("POD_NAME", "petstore-7d9f-abcde")]).unwrap().replica_id, "petstore-7d9f-abcde");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //!   API version), host endpoints (health, OpenAPI), errors → responses, and
 //!   the dispatch of `/api/v1/...` to a component.
 //! - [`routing`]: the route table (`routes.toml`): path prefix → component.
+//! - [`fleet`]: which version of each component every replica serves: the
+//!   component registry in the database, uploads, rollbacks, propagation.
 //! - [`runtime`]: the engine, loaded components, per-request instances under a
 //!   deadline and a memory cap.
 //! - [`host_api`]: what components import: `database`, `log`, `config`, WASI.
@@ -21,6 +23,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod fleet;
 pub mod host_api;
 pub mod http;
 pub mod precompile;

@@ -10,10 +10,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::fleet::{self, Fleet, SignaturePolicy};
 use crate::host_api::{HandlerSettings, Shared};
 use crate::http::{self, Admin, App, ConnectionLimits, CorsOrigins};
 use crate::routing::RouteTable;
-use crate::runtime::{self, PoolLimits, Runtime};
+use crate::runtime::{PoolLimits, Runtime};
 use crate::shutdown::{self, Phase, Shutdown, ShutdownState, Signals};
 use crate::storage::{self, ConnectOptions, Database};
 use crate::telemetry::Metrics;
@@ -23,7 +24,7 @@ pub struct Service {
     config: Config,
     signals: Signals,
     metrics: Arc<Metrics>,
-    runtime: Arc<Runtime>,
+    fleet: Arc<Fleet>,
     /// Component files by name, for `COMPONENTS_WATCH`.
     files: Vec<(String, std::path::PathBuf)>,
     public: (TcpListener, axum::Router),
@@ -61,6 +62,7 @@ impl Service {
         })
         .await??;
         let runtime = Arc::new(runtime);
+        let fleet = Arc::new(Fleet::new(database.clone(), runtime.clone(), fleet_settings(&config)?, image(&files)?));
         for route in routes.routes() {
             tracing::info!(prefix = route.prefix, component = route.component, "route loaded");
         }
@@ -72,6 +74,7 @@ impl Service {
         .context("the OpenAPI document in the binary is not JSON")?;
         let app = Arc::new(App {
             runtime: runtime.clone(),
+            fleet: fleet.clone(),
             database: database.clone(),
             routes: routes.clone(),
             openapi: openapi.into(),
@@ -84,6 +87,7 @@ impl Service {
         let public = http::public_router(app, CorsOrigins(config.cors_origins.clone().into()))?;
         let admin = http::admin_router(Arc::new(Admin {
             runtime: runtime.clone(),
+            fleet: fleet.clone(),
             database,
             routes,
             metrics: metrics.clone(),
@@ -91,12 +95,12 @@ impl Service {
         }));
         let public = (listen(config.port).await?, public);
         let admin = (listen(config.admin_port).await?, admin);
-        Ok(Service { config, signals, metrics, runtime, files, public, admin, shutdown: (driver, shutdown) })
+        Ok(Service { config, signals, metrics, fleet, files, public, admin, shutdown: (driver, shutdown) })
     }
 
     /// Serve until a signal's graceful shutdown has drained the public port.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Service { config, signals, metrics, runtime, files, public, admin, shutdown: (driver, shutdown) } = self;
+        let Service { config, signals, metrics, fleet, files, public, admin, shutdown: (driver, shutdown) } = self;
         tracing::info!(
             addr = %public.0.local_addr()?,
             admin_addr = %admin.0.local_addr()?,
@@ -109,7 +113,8 @@ impl Service {
             keepalive_timeout: config.keepalive_timeout,
         };
         ensure_descriptors(limits.max_connections, config.db_pool_size);
-        let watcher = config.components_watch.then(|| tokio::spawn(runtime::watch_files(runtime.clone(), files)));
+        let syncing = tokio::spawn(fleet.clone().run());
+        let watcher = config.components_watch.then(|| tokio::spawn(fleet::watch_files(fleet.clone(), files)));
         let never = std::future::pending();
         let admin_server = tokio::spawn(http::serve(admin.0, "admin", admin.1, limits, metrics.clone(), never));
 
@@ -129,12 +134,35 @@ impl Service {
             }
         }
         admin_server.abort();
+        syncing.abort();
         if let Some(watcher) = watcher {
             watcher.abort();
         }
         tracing::info!(in_flight = metrics.http_in_flight.get(), abandoned = metrics.http_abandoned.get(), "stopped");
         Ok(())
     }
+}
+
+fn fleet_settings(config: &Config) -> anyhow::Result<fleet::Settings> {
+    let policy = SignaturePolicy::from_key(config.component_public_key.as_deref()).map_err(anyhow::Error::msg)?;
+    Ok(fleet::Settings {
+        replica: config.replica_id.clone(),
+        policy,
+        cache_dir: config.component_cache_dir.clone(),
+        versions_kept: config.component_versions_kept,
+        sync_every: config.component_sync,
+        artifact_key: config.admin_token.as_deref().and_then(fleet::ArtifactKey::new),
+    })
+}
+
+/// The image's own component files, by name.
+fn image(files: &[(String, std::path::PathBuf)]) -> anyhow::Result<std::collections::HashMap<String, Vec<u8>>> {
+    files
+        .iter()
+        .map(|(name, path)| {
+            Ok((name.clone(), std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?))
+        })
+        .collect()
 }
 
 fn connect_options(config: &Config) -> ConnectOptions {

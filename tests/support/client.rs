@@ -47,13 +47,33 @@ impl Server {
         self.send("POST", path, body).await
     }
 
-    /// Hot-swap component `name` through the admin API.
+    /// Upload a new version of component `name` through the admin API.
     pub async fn upload_component(&self, name: &str, bytes: Vec<u8>, token: Option<&str>) -> Answer {
+        self.upload_component_with(name, bytes, token, &[]).await
+    }
+
+    /// [`Server::upload_component`] with extra headers (a signature, the uploader).
+    pub async fn upload_component_with(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut req = self.client.put(self.admin_url(&format!("/admin/components/{name}"))).body(bytes);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         Answer::read(req.send().await.expect("PUT component")).await
+    }
+
+    /// The admin API's component list (token `token`).
+    pub async fn admin_components(&self, token: &str) -> Value {
+        let req = self.client.get(self.admin_url("/admin/components")).bearer_auth(token);
+        Answer::read(req.send().await.expect("GET components")).await.body
     }
 
     /// Create a pet and return its id.

@@ -5,11 +5,13 @@
 
 mod client;
 mod container;
+mod pg;
 mod server;
 
 use std::time::{Duration, Instant};
 
 pub use client::Answer;
+pub use pg::Pg;
 pub use server::{Server, binary, built_components, create_postgres_database, fresh_database, test_component};
 
 /// Poll `check` until it answers `Some`, and return that; fail the test,

@@ -116,6 +116,8 @@ impl ServerBuilder {
             .env("ADMIN_PORT", "0")
             .env("DATABASE_URL", &database_url)
             .env("COMPONENTS_DIR", &components)
+            // Compiled components are cached per server, as per pod.
+            .env("COMPONENT_CACHE_DIR", dir.path().join("component-cache"))
             .env("LOG_LEVEL", "info");
         for (k, v) in &self.env {
             cmd.env(k, v);

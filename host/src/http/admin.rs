@@ -1,5 +1,7 @@
 //! The admin port (never exposed publicly): Prometheus metrics, and the
-//! admin API (list components, hot-swap one) behind `ADMIN_TOKEN`.
+//! admin API behind `ADMIN_TOKEN`: the fleet's components (what each live
+//! replica runs, the stored versions), uploading a new version, and
+//! activating a stored one (a rollback), each reaching every replica.
 
 use std::sync::Arc;
 
@@ -13,16 +15,22 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::error::{HttpError, json_response};
+use crate::fleet::{ComponentStatus, Fleet, FleetError, signature_from_header};
 use crate::routing::RouteTable;
-use crate::runtime::{LoadedComponent, Runtime, SwapError};
+use crate::runtime::{LoadedComponent, Origin, Runtime};
 use crate::storage::Database;
 use crate::telemetry::Metrics;
 
-/// The largest component a swap accepts (ours are a few MiB).
+/// The largest component an upload accepts (ours are a few hundred KiB).
 const UPLOAD_LIMIT: usize = 32 * 1024 * 1024;
+/// Carries the upload's minisign signature, base64-encoded.
+const SIGNATURE: &str = "x-component-signature";
+/// Who uploads, as the registry records it (e.g. `pipeline@<commit>`).
+const UPLOADED_BY: &str = "x-uploaded-by";
 
 pub struct Admin {
     pub runtime: Arc<Runtime>,
+    pub fleet: Arc<Fleet>,
     /// For the pool's gauges.
     pub database: Database,
     pub routes: Arc<RouteTable>,
@@ -35,7 +43,8 @@ pub fn admin_router(admin: Arc<Admin>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/components", get(list))
-        .route("/admin/components/{name}", put(swap))
+        .route("/admin/components/{name}", put(upload))
+        .route("/admin/components/{name}/active", put(activate))
         .method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed("GET, PUT") })
         .fallback(|| async { HttpError::NotFound })
         .with_state(admin)
@@ -63,47 +72,117 @@ fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), HttpError> {
     if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) { Ok(()) } else { Err(HttpError::Unauthorized) }
 }
 
+/// Every routed component: what this replica serves, what the registry
+/// wants, what each live replica runs, and the stored versions.
 async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Result<Response, HttpError> {
     authorize(&admin, &headers)?;
-    let components: Vec<_> = admin.runtime.components().iter().map(|c| describe(&admin, c)).collect();
-    Ok(json_response(StatusCode::OK, &json!({ "components": components })))
+    let statuses = admin.fleet.status().await.map_err(fleet_error)?;
+    let components: Vec<_> = statuses
+        .iter()
+        .filter_map(|status| {
+            admin.runtime.component(&status.name).map(|loaded| describe(&admin, &loaded, Some(status)))
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "replica": admin.fleet.replica(), "components": components })))
 }
 
-/// Compile and check the uploaded component, then swap it in atomically.
-/// Requests already running finish on the old version.
-async fn swap(State(admin): State<Arc<Admin>>, Path(name): Path<String>, req: Request) -> Result<Response, HttpError> {
+/// Upload a new version: it reaches every replica. Requests already
+/// running finish on the old version.
+async fn upload(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, HttpError> {
     let (parts, body) = req.into_parts();
     // Read the upload before refusing anything: a client still sending its
     // body would see a reset connection instead of the answer.
     let bytes = read_upload(body).await?;
     authorize(&admin, &parts.headers)?;
-    if admin.runtime.component(&name).is_none() {
-        return Err(HttpError::NotFound);
-    }
-    let runtime = admin.runtime.clone();
-    let swapped = tokio::task::spawn_blocking(move || runtime.replace(&name, &bytes)).await.map_err(|err| {
-        tracing::error!(error = %err, "swap task failed");
-        HttpError::Internal
-    })?;
-    match swapped {
-        Ok(loaded) => Ok(json_response(StatusCode::OK, &describe(&admin, &loaded))),
-        Err(SwapError::Unknown(_)) => Err(HttpError::NotFound),
-        Err(SwapError::Load(err)) => Err(HttpError::ComponentRejected(err.to_string())),
-    }
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let signature = header(SIGNATURE)
+        .map(signature_from_header)
+        .transpose()
+        .map_err(|e| HttpError::SignatureRejected(e.to_string()))?;
+    let uploaded_by = header(UPLOADED_BY).filter(|v| (1..=100).contains(&v.len())).unwrap_or("admin token");
+    let loaded = admin.fleet.publish(&name, bytes.to_vec(), signature, uploaded_by).await.map_err(fleet_error)?;
+    Ok(json_response(StatusCode::OK, &describe(&admin, &loaded, None)))
+}
+
+/// `{"digest": "sha256:…"}`: make that stored version active everywhere.
+async fn activate(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    authorize(&admin, &headers)?;
+    let digest = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["digest"].as_str().map(|d| d.trim_start_matches("sha256:").to_string()))
+        .ok_or_else(|| HttpError::ComponentRejected("send {\"digest\": \"sha256:…\"}".into()))?;
+    let loaded = admin.fleet.activate(&name, &digest).await.map_err(fleet_error)?;
+    Ok(json_response(StatusCode::OK, &describe(&admin, &loaded, None)))
 }
 
 async fn read_upload(body: Body) -> Result<bytes::Bytes, HttpError> {
     to_bytes(body, UPLOAD_LIMIT).await.map_err(|_| HttpError::PayloadTooLarge(UPLOAD_LIMIT))
 }
 
-fn describe(admin: &Admin, c: &LoadedComponent) -> serde_json::Value {
+fn fleet_error(err: FleetError) -> HttpError {
+    match err {
+        FleetError::Unknown(_) | FleetError::NoSuchVersion { .. } => HttpError::NotFound,
+        FleetError::Signature(err) => HttpError::SignatureRejected(err.to_string()),
+        FleetError::Refused(reason) => HttpError::ComponentRejected(reason),
+        FleetError::Database(err) => {
+            tracing::warn!(error = %err, "the component registry is unavailable");
+            HttpError::Unavailable
+        }
+    }
+}
+
+fn describe(admin: &Admin, c: &LoadedComponent, status: Option<&ComponentStatus>) -> serde_json::Value {
     let routes: Vec<&str> =
         admin.routes.routes().iter().filter(|r| *r.component == *c.name).map(|r| r.prefix.as_str()).collect();
-    json!({
+    let sha = |digest: &str| format!("sha256:{digest}");
+    let mut described = json!({
         "name": &*c.name,
         "routes": routes,
-        "digest": format!("sha256:{}", c.digest),
+        "digest": sha(&c.digest),
         "loaded_at": humantime::format_rfc3339_seconds(c.loaded_at).to_string(),
-        "precompiled": c.origin == crate::runtime::Origin::Precompiled,
-    })
+        "precompiled": c.origin == Origin::Precompiled,
+    });
+    if let Some(status) = status {
+        described["desired"] = json!(status.desired.as_deref().map(sha));
+        described["converged"] = json!(status.converged);
+        described["replicas"] = status
+            .replicas
+            .iter()
+            .map(|r| {
+                json!({
+                    "replica": r.replica,
+                    "digest": sha(&r.digest),
+                    "state": r.state,
+                    "reason": r.reason,
+                    "heartbeat_at": humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.heartbeat_ms.max(0) as u64)
+                    ).to_string(),
+                })
+            })
+            .collect();
+        described["versions"] = status
+            .versions
+            .iter()
+            .map(|v| {
+                json!({
+                    "digest": sha(&v.digest),
+                    "size": v.size,
+                    "uploaded_at": v.uploaded_at,
+                    "uploaded_by": v.uploaded_by,
+                    "signed": v.signed,
+                    "active": status.desired.as_deref() == Some(v.digest.as_str()),
+                })
+            })
+            .collect();
+    }
+    described
 }

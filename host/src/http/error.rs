@@ -34,6 +34,8 @@ pub enum HttpError {
     AdminDisabled,
     #[error("the component was refused and the running version keeps serving: {0}")]
     ComponentRejected(String),
+    #[error("the component's signature was refused and nothing changed: {0}")]
+    SignatureRejected(String),
 }
 
 impl HttpError {
@@ -51,6 +53,7 @@ impl HttpError {
             HttpError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             HttpError::AdminDisabled => (StatusCode::NOT_FOUND, "not_found"),
             HttpError::ComponentRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            HttpError::SignatureRejected(_) => (StatusCode::FORBIDDEN, "signature_rejected"),
         }
     }
 }

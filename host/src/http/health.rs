@@ -58,7 +58,11 @@ impl Checks {
     async fn run(app: &App) -> Checks {
         let ping = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, app.database.ping()).await;
         let database = matches!(ping, Ok(Ok(())));
-        let components = app.routes.routes().iter().all(|r| app.runtime.component(&r.component).is_some());
+        // Every routed component is loaded, and the versions the registry
+        // wants have been looked for (a restarted replica serves them, not
+        // its image's, from its first ready answer).
+        let components =
+            app.fleet.is_synced() && app.routes.routes().iter().all(|r| app.runtime.component(&r.component).is_some());
         Checks { database, components }
     }
 

@@ -51,6 +51,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// What the public router's handlers share.
 pub struct App {
     pub runtime: Arc<Runtime>,
+    /// For readiness: has the component registry been read?
+    pub fleet: Arc<crate::fleet::Fleet>,
     /// For the health checks.
     pub database: Database,
     pub routes: Arc<RouteTable>,

@@ -1,11 +1,12 @@
 //! The component runtime: one engine and linker for the process, every
 //! routed component loaded and checked at start and swappable while
-//! serving, and [`Runtime::invoke`], which runs one request in an instance
-//! (fresh, or warm when `INSTANCE_REUSE` allows) under a deadline.
+//! serving ([`Runtime::compile`], then [`Runtime::install`]; which version
+//! to serve is [`crate::fleet`]'s to decide), and [`Runtime::invoke`], which
+//! runs one request in an instance (fresh, or warm when `INSTANCE_REUSE`
+//! allows) under a deadline.
 
 mod component;
 mod engine;
-mod file_watch;
 mod warm;
 
 use std::collections::HashMap;
@@ -19,9 +20,10 @@ use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-pub use component::{LoadError, LoadedComponent, Origin, precompiled_path, sha256_hex};
+pub use component::{
+    LoadError, LoadedComponent, Origin, cached_artifact_path, precompiled_path, sha256_hex, write_artifact,
+};
 pub use engine::{PoolLimits, build as build_engine};
-pub use file_watch::watch_files;
 
 use warm::{Instance, WarmInstances};
 
@@ -92,6 +94,7 @@ impl Runtime {
         for (name, path) in files {
             let loaded = LoadedComponent::from_file(&engine, &linker, path)?;
             tracing::info!(component = name, origin = ?loaded.origin, digest = loaded.digest, "component loaded");
+            metrics.component_info.with_label_values(&[name, &loaded.digest]).set(1);
             components.insert(Arc::from(name.as_str()), ArcSwap::from_pointee(loaded));
         }
         let ticker = engine::EpochTicker::start(engine.clone())?;
@@ -120,36 +123,37 @@ impl Runtime {
         all
     }
 
-    /// Compile `bytes`, check them against the world, and make them the
-    /// component `name`. CPU-bound: call from a blocking thread. On any
-    /// failure the running version keeps serving.
-    pub fn replace(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedComponent>, SwapError> {
-        let started = Instant::now();
-        let result = match self.components.get(name) {
-            None => Err(SwapError::Unknown(name.to_string())),
-            Some(slot) => match LoadedComponent::from_bytes(&self.engine, &self.linker, name, bytes) {
-                Ok(loaded) => {
-                    let loaded = Arc::new(loaded);
-                    slot.store(loaded.clone());
-                    self.warm.clear(name);
-                    Ok(loaded)
-                }
-                Err(err) => Err(SwapError::Load(err)),
-            },
-        };
-        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match &result {
-            Ok(loaded) => {
-                self.metrics.swaps.with_label_values(&[name, "ok"]).inc();
-                tracing::info!(component = name, digest = loaded.digest, took_ms, "component swapped");
-            }
-            Err(SwapError::Unknown(_)) => {}
-            Err(err) => {
-                self.metrics.swaps.with_label_values(&[name, "rejected"]).inc();
-                tracing::warn!(component = name, error = %err, took_ms, "component swap refused; the old version keeps serving");
-            }
+    /// Compile `bytes` as the component `name` (or load their artifact from
+    /// `cache`, writing it there when missing) and check them against the
+    /// world, without serving them yet. CPU-bound: call from a blocking
+    /// thread. A failure is counted as a refused swap.
+    pub fn compile(&self, name: &str, bytes: &[u8], cache: Option<&Path>) -> Result<LoadedComponent, SwapError> {
+        if !self.components.contains_key(name) {
+            return Err(SwapError::Unknown(name.to_string()));
         }
-        result
+        let started = Instant::now();
+        LoadedComponent::from_bytes_cached(&self.engine, &self.linker, name, bytes, cache).map_err(|err| {
+            self.metrics.swaps.with_label_values(&[name, "rejected"]).inc();
+            let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+            tracing::warn!(component = name, error = %err, took_ms, "component refused; the running version keeps serving");
+            SwapError::Load(err)
+        })
+    }
+
+    /// Serve `loaded` from now on, in place of its component's running
+    /// version: requests that started on the old one finish on it.
+    pub fn install(&self, loaded: LoadedComponent) -> Result<Arc<LoadedComponent>, SwapError> {
+        let slot = self.components.get(&loaded.name).ok_or_else(|| SwapError::Unknown(loaded.name.to_string()))?;
+        let loaded = Arc::new(loaded);
+        let old = slot.swap(loaded.clone());
+        self.warm.clear(&loaded.name);
+        let name = &*loaded.name;
+        self.metrics.component_info.with_label_values(&[name, &old.digest]).set(0);
+        let _ = self.metrics.component_info.remove_label_values(&[name, &old.digest]);
+        self.metrics.component_info.with_label_values(&[name, &loaded.digest]).set(1);
+        self.metrics.swaps.with_label_values(&[name, "ok"]).inc();
+        tracing::info!(component = name, digest = loaded.digest, previous = old.digest, "component swapped");
+        Ok(loaded)
     }
 
     /// Run `request` in an instance of `component`: a fresh one, or with

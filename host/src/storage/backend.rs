@@ -3,6 +3,7 @@
 //! code above it is written once for all of them.
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use super::{ConnectOptions, DbError, RowSet, Value};
 
@@ -33,6 +34,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Connections open in the pool, and how many of them are idle.
     fn pool_stats(&self) -> (u32, usize);
+
+    /// A wake-up each time `channel` is notified by another connection
+    /// ([`BackendTransaction::notify`]), and one after every (re)connection,
+    /// when a notification may have been missed. `None` where the backend
+    /// has no notifications (one process owns an SQLite file).
+    fn subscribe(&self, _channel: &'static str) -> Option<mpsc::Receiver<()>> {
+        None
+    }
 }
 
 /// An open transaction; dropping it rolls back.
@@ -47,6 +56,12 @@ pub trait BackendTransaction: Send {
     /// After rows were inserted with explicit ids (a restore), make the next
     /// generated id follow the largest one.
     async fn after_restore(&mut self) -> Result<(), DbError> {
+        Ok(())
+    }
+
+    /// Wake up the subscribers of `channel` once this transaction commits
+    /// (nothing where the backend has no notifications).
+    async fn notify(&mut self, _channel: &str) -> Result<(), DbError> {
         Ok(())
     }
 }

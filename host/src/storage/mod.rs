@@ -188,6 +188,11 @@ impl Database {
         self.0.pool_stats()
     }
 
+    /// Wake-ups when `channel` is notified (see [`Backend::subscribe`]).
+    pub fn subscribe(&self, channel: &'static str) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        self.0.subscribe(channel)
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.query("SELECT 1", Vec::new()).await.map(drop)
@@ -207,6 +212,11 @@ impl Transaction {
     /// generated id follow the largest one.
     pub async fn after_restore(&mut self) -> Result<(), DbError> {
         self.0.after_restore().await
+    }
+
+    /// Wake up the subscribers of `channel` once this transaction commits.
+    pub async fn notify(&mut self, channel: &str) -> Result<(), DbError> {
+        self.0.notify(channel).await
     }
 
     /// Commit. Once started, a commit finishes even if its caller is

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgQueryResult, PgRow, PgTypeInfo};
 use sqlx::{PgPool, Row, TypeInfo, ValueRef};
+use tokio::sync::mpsc;
 
 use super::backend::{Backend, BackendTransaction};
 use super::sql::{self, Dialect};
@@ -114,6 +115,30 @@ impl Backend for Postgres {
     fn pool_stats(&self) -> (u32, usize) {
         (self.pool.size(), self.pool.num_idle())
     }
+
+    /// LISTEN on a connection of its own, reconnecting while the database is
+    /// away; every (re)connection also wakes the subscriber, since a
+    /// notification may have been missed meanwhile.
+    fn subscribe(&self, channel: &'static str) -> Option<mpsc::Receiver<()>> {
+        let (wake, woken) = mpsc::channel(1);
+        let db = self.clone();
+        tokio::spawn(async move {
+            while !wake.is_closed() {
+                if db.ready().is_ok()
+                    && let Ok(mut listener) = PgListener::connect_with(&db.pool).await
+                    && listener.listen(channel).await.is_ok()
+                {
+                    let _ = wake.try_send(());
+                    while listener.try_recv().await.is_ok_and(|n| n.is_some()) {
+                        let _ = wake.try_send(());
+                    }
+                    tracing::warn!(channel, "lost the database's notifications; listening again");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Some(woken)
+    }
 }
 
 #[async_trait]
@@ -130,6 +155,10 @@ impl BackendTransaction for Transaction {
         self.0.commit().await.map_err(Postgres::classify)
     }
 
+    async fn notify(&mut self, channel: &str) -> Result<(), DbError> {
+        self.execute("SELECT pg_notify($1, '')", vec![Value::Text(channel.into())]).await.map(drop)
+    }
+
     /// Identity sequences do not follow explicitly inserted ids by themselves.
     async fn after_restore(&mut self) -> Result<(), DbError> {
         for table in ["pets", "orders"] {
@@ -142,6 +171,26 @@ impl BackendTransaction for Transaction {
     }
 }
 
+/// A NULL parameter sent without a type (OID 0, "unspecified"), so that
+/// PostgreSQL infers it from where it stands: NULL fits a column of any
+/// type (a NULL sent as text is refused by a `bytea` or `bigint` column).
+struct UntypedNull;
+
+impl sqlx::Type<sqlx::Postgres> for UntypedNull {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(sqlx::postgres::types::Oid(0))
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for UntypedNull {
+    fn encode_by_ref(
+        &self,
+        _buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
 impl Dialect for Postgres {
     type Db = sqlx::Postgres;
 
@@ -149,7 +198,7 @@ impl Dialect for Postgres {
         sql: &str,
         params: Vec<Value>,
     ) -> Query<'_, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments<'_>> {
-        sql::bind::<sqlx::Postgres, String>(sql, params)
+        sql::bind::<sqlx::Postgres, UntypedNull>(sql, params)
     }
 
     /// Decode by each column's type: every integer width becomes a 64-bit

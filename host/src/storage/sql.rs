@@ -24,7 +24,8 @@ pub trait Dialect {
 /// Bind `params` in order; `Value::Null` binds as a `Null` that is `None`.
 pub fn bind<'q, DB: Database, Null>(sql: &'q str, params: Vec<Value>) -> Query<'q, DB, Arguments<'q, DB>>
 where
-    Option<Null>: Encode<'q, DB> + Type<DB> + 'q,
+    Null: 'q,
+    Option<Null>: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
     f64: Encode<'q, DB> + Type<DB>,
     String: Encode<'q, DB> + Type<DB>,

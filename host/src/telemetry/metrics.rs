@@ -27,6 +27,7 @@ pub struct Metrics {
     pub traps: IntCounterVec,
     pub timeouts: IntCounterVec,
     pub swaps: IntCounterVec,
+    pub component_info: IntGaugeVec,
     pub contention_retries: IntCounterVec,
     pub db_duration: HistogramVec,
     pub db_pool: IntGaugeVec,
@@ -112,6 +113,14 @@ impl Metrics {
                 &["component"],
             )?,
             swaps: counter("petstore_component_swaps_total", "Hot swaps of a component.", &["component", "result"])?,
+            component_info: {
+                let g = IntGaugeVec::new(
+                    Opts::new("petstore_component_info", "1 for each component version this replica serves."),
+                    &["component", "digest"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             contention_retries: counter(
                 "petstore_db_contention_retries_total",
                 "Requests run again because their transaction lost to a concurrent one before committing anything.",

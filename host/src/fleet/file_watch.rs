@@ -1,14 +1,17 @@
-//! For local development: poll the routed component files and swap in one
-//! that changed on disk. A change is applied once the file's size and
-//! modification time have held for one poll, so a half-written file is not
-//! loaded; a file whose bytes equal the running version is left alone.
+//! For local development: poll the routed component files and publish one
+//! that changed on disk (through the registry, like an upload, so the
+//! change survives a restart and reaches every replica). A change is
+//! applied once the file's size and modification time have held for one
+//! poll, so a half-written file is not loaded; a file whose bytes equal the
+//! running version is left alone.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Runtime, sha256_hex};
+use super::Fleet;
+use crate::runtime::sha256_hex;
 
 const POLL: Duration = Duration::from_millis(300);
 
@@ -20,7 +23,7 @@ fn stamp(path: &PathBuf) -> Stamp {
 }
 
 /// Watch `files` (component name → path) until the task is dropped.
-pub async fn watch_files(runtime: Arc<Runtime>, files: Vec<(String, PathBuf)>) {
+pub async fn watch_files(fleet: Arc<Fleet>, files: Vec<(String, PathBuf)>) {
     let mut applied: HashMap<String, Stamp> = files.iter().map(|(n, p)| (n.clone(), stamp(p))).collect();
     let mut pending: HashMap<String, Stamp> = HashMap::new();
     tracing::info!(components = files.len(), "watching component files for changes");
@@ -40,12 +43,12 @@ pub async fn watch_files(runtime: Arc<Runtime>, files: Vec<(String, PathBuf)>) {
             pending.remove(name);
             applied.insert(name.clone(), now);
             let Ok(bytes) = std::fs::read(path) else { continue };
-            if runtime.component(name).is_some_and(|c| c.digest == sha256_hex(&bytes)) {
+            if fleet.runtime.component(name).is_some_and(|c| c.digest == sha256_hex(&bytes)) {
                 continue;
             }
-            let (runtime, name) = (runtime.clone(), name.clone());
-            // Compiling is CPU-bound; the outcome is logged and counted by `replace`.
-            let _ = tokio::task::spawn_blocking(move || runtime.replace(&name, &bytes)).await;
+            if let Err(err) = fleet.publish(name, bytes, None, "file watch").await {
+                tracing::warn!(component = name, error = %err, "the changed file was not published");
+            }
         }
     }
 }

@@ -1,0 +1,276 @@
+//! The component registry's tables (migration 0002): every stored version
+//! of each component, which one is active, and what each replica reports it
+//! runs. The same SQL runs on SQLite and PostgreSQL.
+
+use std::collections::HashMap;
+
+use crate::storage::{Database, DbError, Transaction, Value};
+
+/// The notification channel that wakes every replica when an active version
+/// changes (PostgreSQL's NOTIFY; nothing on SQLite, where one host runs).
+pub const CHANNEL: &str = "petstore_components";
+
+/// A version to store and activate.
+pub struct Upload<'a> {
+    pub name: &'a str,
+    pub digest: &'a str,
+    pub bytes: &'a [u8],
+    /// The minisign signature's text, when signed.
+    pub signature: Option<&'a str>,
+    pub uploaded_by: &'a str,
+    /// The compiled artifact and its MAC, when there is one to share.
+    pub artifact: Option<(Vec<u8>, String)>,
+}
+
+/// A stored version, as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Version {
+    pub digest: String,
+    pub size: i64,
+    pub uploaded_at: String,
+    pub uploaded_by: String,
+    pub signed: bool,
+}
+
+/// A stored version's bytes and signature, and the compiled artifact.
+pub struct Stored {
+    pub bytes: Vec<u8>,
+    pub signature: Option<String>,
+    pub artifact: Option<(Vec<u8>, String)>,
+}
+
+/// What a replica last reported for one component.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub replica: String,
+    pub digest: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub heartbeat_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    db: Database,
+}
+
+impl Registry {
+    pub fn new(db: Database) -> Registry {
+        Registry { db }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The active digest of each component that has one.
+    pub async fn active(&self) -> Result<HashMap<String, String>, DbError> {
+        let rows = self.db.query("SELECT name, digest FROM component_active", Vec::new()).await?;
+        rows.rows.iter().map(|row| Ok((text(row, 0)?, text(row, 1)?))).collect()
+    }
+
+    /// One stored version, if it is there.
+    pub async fn fetch(&self, name: &str, digest: &str) -> Result<Option<Stored>, DbError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT bytes, signature, artifact, artifact_mac FROM component_versions WHERE name = $1 AND digest = $2",
+                vec![Value::Text(name.into()), Value::Text(digest.into())],
+            )
+            .await?;
+        let Some(row) = rows.rows.first() else { return Ok(None) };
+        let bytes = blob(row, 0)?.ok_or_else(|| DbError::Other("a stored component without bytes".into()))?;
+        let artifact = blob(row, 2)?.zip(optional_text(row, 3)?);
+        Ok(Some(Stored { bytes, signature: optional_text(row, 1)?, artifact }))
+    }
+
+    /// Store `upload` (once per digest), make it the active version and wake
+    /// every replica, all in one transaction; then keep only the `kept` most
+    /// recent versions besides the active one.
+    pub async fn publish(&self, upload: &Upload<'_>, kept: u32) -> Result<(), DbError> {
+        let mut tx = self.db.begin().await?;
+        insert_version(&mut tx, upload).await?;
+        activate(&mut tx, upload.name, upload.digest).await?;
+        tx.execute(
+            "DELETE FROM component_versions WHERE name = $1 AND digest <> $2 AND digest NOT IN \
+             (SELECT digest FROM component_versions WHERE name = $1 ORDER BY uploaded_at DESC, digest LIMIT $3)",
+            vec![Value::Text(upload.name.into()), Value::Text(upload.digest.into()), Value::Integer(kept.into())],
+        )
+        .await?;
+        tx.notify(CHANNEL).await?;
+        tx.commit().await
+    }
+
+    /// Make a stored version the active one and wake every replica; `false`
+    /// when no such version is stored.
+    pub async fn activate(&self, name: &str, digest: &str) -> Result<bool, DbError> {
+        let mut tx = self.db.begin().await?;
+        let stored = tx
+            .query(
+                "SELECT 1 FROM component_versions WHERE name = $1 AND digest = $2",
+                vec![Value::Text(name.into()), Value::Text(digest.into())],
+            )
+            .await?;
+        if stored.rows.is_empty() {
+            return Ok(false);
+        }
+        activate(&mut tx, name, digest).await?;
+        tx.notify(CHANNEL).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The first time a component is seen, store the image's version and make
+    /// it active; a component that already has an active version keeps it.
+    pub async fn seed(&self, upload: &Upload<'_>) -> Result<(), DbError> {
+        let mut tx = self.db.begin().await?;
+        insert_version(&mut tx, upload).await?;
+        tx.execute(
+            "INSERT INTO component_active (name, digest, activated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            vec![Value::Text(upload.name.into()), Value::Text(upload.digest.into()), Value::Text(now_rfc3339())],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// The stored versions of `name`, newest first.
+    pub async fn versions(&self, name: &str) -> Result<Vec<Version>, DbError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT digest, size, uploaded_at, uploaded_by, signature IS NOT NULL FROM component_versions \
+                 WHERE name = $1 ORDER BY uploaded_at DESC, digest",
+                vec![Value::Text(name.into())],
+            )
+            .await?;
+        rows.rows
+            .iter()
+            .map(|row| {
+                Ok(Version {
+                    digest: text(row, 0)?,
+                    size: int(row, 1)?,
+                    uploaded_at: text(row, 2)?,
+                    uploaded_by: text(row, 3)?,
+                    signed: matches!(row.get(4), Some(Value::Boolean(true) | Value::Integer(1))),
+                })
+            })
+            .collect()
+    }
+
+    /// Record what `replica` runs, with a heartbeat of `now_ms`.
+    pub async fn report(&self, replica: &str, rows: &[(String, Report)], now_ms: i64) -> Result<(), DbError> {
+        let mut tx = self.db.begin().await?;
+        for (name, report) in rows {
+            tx.execute(
+                "INSERT INTO replica_components (replica, name, digest, state, reason, heartbeat_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (replica, name) DO UPDATE SET \
+                 digest = excluded.digest, state = excluded.state, reason = excluded.reason, heartbeat_ms = excluded.heartbeat_ms",
+                vec![
+                    Value::Text(replica.into()),
+                    Value::Text(name.clone()),
+                    Value::Text(report.digest.clone()),
+                    Value::Text(report.state.clone()),
+                    report.reason.clone().map_or(Value::Null, Value::Text),
+                    Value::Integer(now_ms),
+                ],
+            )
+            .await?;
+        }
+        // Replicas gone for a day are forgotten.
+        tx.execute(
+            "DELETE FROM replica_components WHERE heartbeat_ms < $1",
+            vec![Value::Integer(now_ms - 24 * 3600 * 1000)],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// What the replicas heard from since `since_ms` report, by component.
+    pub async fn reports(&self, since_ms: i64) -> Result<HashMap<String, Vec<Report>>, DbError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT name, replica, digest, state, reason, heartbeat_ms FROM replica_components \
+                 WHERE heartbeat_ms >= $1 ORDER BY name, replica",
+                vec![Value::Integer(since_ms)],
+            )
+            .await?;
+        let mut by_name: HashMap<String, Vec<Report>> = HashMap::new();
+        for row in &rows.rows {
+            let report = Report {
+                replica: text(row, 1)?,
+                digest: text(row, 2)?,
+                state: text(row, 3)?,
+                reason: optional_text(row, 4)?,
+                heartbeat_ms: int(row, 5)?,
+            };
+            by_name.entry(text(row, 0)?).or_default().push(report);
+        }
+        Ok(by_name)
+    }
+}
+
+async fn insert_version(tx: &mut Transaction, upload: &Upload<'_>) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO component_versions (name, digest, bytes, signature, size, uploaded_at, uploaded_by, artifact, artifact_mac) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name, digest) DO NOTHING",
+        vec![
+            Value::Text(upload.name.into()),
+            Value::Text(upload.digest.into()),
+            Value::Blob(upload.bytes.to_vec()),
+            upload.signature.map_or(Value::Null, |s| Value::Text(s.into())),
+            Value::Integer(upload.bytes.len() as i64),
+            Value::Text(now_rfc3339()),
+            Value::Text(upload.uploaded_by.into()),
+            upload.artifact.as_ref().map_or(Value::Null, |(artifact, _)| Value::Blob(artifact.clone())),
+            upload.artifact.as_ref().map_or(Value::Null, |(_, mac)| Value::Text(mac.clone())),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+async fn activate(tx: &mut Transaction, name: &str, digest: &str) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO component_active (name, digest, activated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, activated_at = excluded.activated_at",
+        vec![Value::Text(name.into()), Value::Text(digest.into()), Value::Text(now_rfc3339())],
+    )
+    .await
+    .map(drop)
+}
+
+/// Now, to the millisecond, in RFC 3339 UTC: versions uploaded in the same
+/// second still sort by time.
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+fn text(row: &[Value], i: usize) -> Result<String, DbError> {
+    match row.get(i) {
+        Some(Value::Text(s)) => Ok(s.clone()),
+        other => Err(DbError::Other(format!("registry column {i}: expected text, found {other:?}"))),
+    }
+}
+
+fn optional_text(row: &[Value], i: usize) -> Result<Option<String>, DbError> {
+    match row.get(i) {
+        Some(Value::Null) => Ok(None),
+        _ => text(row, i).map(Some),
+    }
+}
+
+fn blob(row: &[Value], i: usize) -> Result<Option<Vec<u8>>, DbError> {
+    match row.get(i) {
+        Some(Value::Null) => Ok(None),
+        Some(Value::Blob(bytes)) => Ok(Some(bytes.clone())),
+        other => Err(DbError::Other(format!("registry column {i}: expected a blob, found {other:?}"))),
+    }
+}
+
+fn int(row: &[Value], i: usize) -> Result<i64, DbError> {
+    match row.get(i) {
+        Some(Value::Integer(n)) => Ok(*n),
+        other => Err(DbError::Other(format!("registry column {i}: expected an integer, found {other:?}"))),
+    }
+}
