@@ -261,14 +261,20 @@ async fn the_database_failing_during_an_upload_changes_nothing() {
     }
 }
 
+/// Three hosts on one database, serving version-a; the third's instances
+/// may not grow to the 16 MiB the hoarder starts with.
+async fn two_hosts_and_a_small_one() -> (Server, Server, Server) {
+    let db = postgres_database();
+    let (a, b) = (host("host-a", &db, &[]), host("host-b", &db, &[]));
+    let c = host("host-c", &db, &[("INSTANCE_MEMORY_MB", "8")]);
+    all_serve(&[&a, &b, &c], "version-a", Duration::from_secs(10)).await;
+    (a, b, c)
+}
+
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_host_that_cannot_load_a_version_keeps_its_own_and_says_why() {
-    let db = postgres_database();
-    let (a, b) = (host("host-a", &db, &[]), host("host-b", &db, &[]));
-    // Host c's instances may not grow to the 16 MiB the hoarder starts with.
-    let c = host("host-c", &db, &[("INSTANCE_MEMORY_MB", "8")]);
-    all_serve(&[&a, &b, &c], "version-a", Duration::from_secs(10)).await;
+    let (a, b, c) = two_hosts_and_a_small_one().await;
     let put = a.upload_component("versioned", test_component("hoarder.wasm"), Some(TOKEN)).await;
     assert_eq!(put.status, 200, "{}", put.text);
     all_serve(&[&a, &b], "hoarder", Duration::from_secs(10)).await;
@@ -301,4 +307,61 @@ async fn one_host_swaps_keeps_the_version_across_a_restart_and_rolls_back() {
     let st = status(&s, "versioned").await;
     assert_eq!(st["versions"].as_array().map(Vec::len), Some(2), "{st}");
     assert_eq!(st["converged"], true, "{st}");
+}
+
+/// A stand-in for `kubectl` that "forwards" to a host's admin port (it just
+/// names it, as kubectl prints the local port it listens on) and serves the
+/// `petstore-admin` Secret's token: the script's kubectl flow, without a
+/// cluster. It records its arguments.
+fn fake_kubectl(dir: &std::path::Path, admin_port: u16) -> std::path::PathBuf {
+    let path = dir.join("kubectl");
+    let token = base64::engine::general_purpose::STANDARD.encode(TOKEN);
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\ncase \"$*\" in\n  *port-forward*) echo 'Forwarding from 127.0.0.1:{admin_port} -> 9090'; exec sleep 300 ;;\n  *secret*) printf '{token}' ;;\nesac\n",
+        log = dir.join("kubectl.log").display()
+    );
+    std::fs::write(&path, script).expect("fake kubectl");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    path
+}
+
+fn rollout(kubectl: &std::path::Path, file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/rollout-component"))
+        .args(["versioned", &file.display().to_string(), "--namespace", "petstore-test", "--timeout", "20"])
+        .env("KUBECTL", kubectl)
+        .env_remove("ADMIN_URL")
+        .env_remove("ADMIN_TOKEN")
+        .output()
+        .expect("scripts/rollout-component")
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn the_rollout_script_waits_for_every_replica_and_rolls_back_when_one_cannot_load() {
+    let (a, b, c) = two_hosts_and_a_small_one().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let kubectl = fake_kubectl(work.path(), a.admin_port);
+    let write = |name: &str| {
+        let path = work.path().join(name);
+        std::fs::write(&path, test_component(name)).expect("component file");
+        path
+    };
+
+    let out = rollout(&kubectl, &write("version_b.wasm"));
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("every replica serves"), "{said}");
+    for s in [&a, &b, &c] {
+        assert_eq!(version(s).await, "version-b", "done means done everywhere");
+    }
+    let calls = std::fs::read_to_string(work.path().join("kubectl.log")).expect("kubectl log");
+    assert!(calls.contains("-n petstore-test port-forward svc/petstore-admin :9090"), "{calls}");
+
+    // host-c cannot load the hoarder: the script rolls back, and says so.
+    let out = rollout(&kubectl, &write("hoarder.wasm"));
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("host-c: failed") && said.contains("rolled back"), "{said}");
+    all_serve(&[&a, &b, &c], "version-b", Duration::from_secs(10)).await;
+    assert_eq!(status(&a, "versioned").await["converged"], true);
 }
