@@ -17,7 +17,12 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 # PETSTORE_BENCH_BINARY: measure another build of the service, e.g. the
 # image's static musl binary.
 WASM = Path(os.environ.get("PETSTORE_BENCH_BINARY", TARGET / "release" / "petstore"))
-NATIVE = TARGET / "release" / "petstore-native-baseline"
+# The native reference: the same public API in plain axum + sqlx, kept
+# outside this repository (../shared/native-reference, read-only in CI), so
+# it is built into a target folder of its own.
+REFERENCE_SRC = Path(os.environ.get("PETSTORE_REFERENCE_DIR", ROOT.parent / "shared" / "native-reference"))
+REFERENCE_TARGET = TARGET / "native-reference"
+REFERENCE = REFERENCE_TARGET / "release" / "petstore-axum"
 COMPONENTS = ROOT / "build" / "components"
 PETS = 1000
 # (label, wrk script in bench/wrk)
@@ -32,10 +37,14 @@ def need_wrk(command: str) -> None:
 
 def build(native: bool = True) -> None:
     """The components and the service's release binary (and the native
-    baseline's, unless `native` is False)."""
+    reference's, unless `native` is False)."""
     subprocess.run([str(ROOT / "scripts" / "build-components")], check=True)
-    packages = ["-p", "petstore-host"] + (["-p", "petstore-native-baseline"] if native else [])
-    subprocess.run(["cargo", "build", "--release", "--quiet", *packages], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "petstore-host"], cwd=ROOT, check=True)
+    if native:
+        if not (REFERENCE_SRC / "Cargo.toml").exists():
+            raise SystemExit(f"no native reference at {REFERENCE_SRC} (set PETSTORE_REFERENCE_DIR)")
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", str(REFERENCE_SRC / "Cargo.toml"),
+                        "--target-dir", str(REFERENCE_TARGET)], check=True)
 
 
 def free_port() -> int:
@@ -46,13 +55,16 @@ def free_port() -> int:
 
 def start(target: str, workdir: Path, env: dict | None = None) -> tuple[subprocess.Popen, int]:
     """Start `wasm` (the service, compiling its components at start) or
-    `native` on a fresh SQLite file in `workdir` (or the `DATABASE_URL` in
-    `env`); wait until ready; seed."""
-    binary, extra = (WASM, {"COMPONENTS_DIR": str(COMPONENTS)}) if target == "wasm" else (NATIVE, {})
+    `native` (the native reference) on a fresh SQLite file in `workdir` (or
+    the `DATABASE_URL` in `env`); wait until ready; seed."""
+    database = f"sqlite://{workdir / (target + '.db')}"
+    if target == "wasm":
+        binary, extra = WASM, {"COMPONENTS_DIR": str(COMPONENTS), "DATABASE_URL": database}
+    else:
+        binary, extra = REFERENCE, {"DATABASE_URL": database + "?mode=rwc"}
     port = free_port()
     full_env = {"PATH": os.environ["PATH"], "PORT": str(port), "ADMIN_PORT": str(free_port()), "LOG_LEVEL": "info",
-                "SHUTDOWN_GRACE_MS": "0", "DATABASE_URL": f"sqlite://{workdir / (target + '.db')}", **extra,
-                **(env or {})}
+                "SHUTDOWN_GRACE_MS": "0", **extra, **(env or {})}
     with open(workdir / f"{target}.log", "wb") as log:
         proc = subprocess.Popen([str(binary)], env=full_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::bindings::petstore::api::config;
-use crate::db::{Db, FromRow, Sql, Value};
+use crate::db::{Db, FromRow, Row, Sql, Value};
 use crate::error::ApiError;
 use crate::http::{Request, Response};
 
@@ -54,7 +54,7 @@ impl Page {
 }
 
 /// The conditions of a listing's `WHERE`, each with its one parameter.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Filters {
     conditions: Vec<String>,
     params: Vec<Value>,
@@ -94,7 +94,8 @@ struct PageBody<T: Serialize> {
 }
 
 /// `200` with one page of `columns` from `table` (ordered by id) under
-/// `filters`, and `Link` to the next page when there is one.
+/// `filters`, and `Link` to the next page when there is one. The total comes
+/// with the page, in one statement; only a page past the end asks again.
 pub fn list<T: FromRow + Serialize>(
     req: &Request,
     table: &str,
@@ -103,16 +104,36 @@ pub fn list<T: FromRow + Serialize>(
 ) -> Result<Response, ApiError> {
     let page = Page::from_request(req)?;
     let filter = filters.sql();
-    let total: i64 = Db.one(&format!("SELECT COUNT(*) FROM {table}{filter}"), &filters.params)?;
-    let mut params = filters.params;
+    let count = format!("SELECT COUNT(*) FROM {table}{filter}");
+    let mut params = filters.params.clone();
     let n = params.len();
     params.extend([Value::Integer(page.limit), Value::Integer(page.offset)]);
-    let sql = format!("SELECT {columns} FROM {table}{filter} ORDER BY id LIMIT ${} OFFSET ${}", n + 1, n + 2);
-    let items: Vec<T> = Db.all(&sql, &params)?;
+    let sql =
+        format!("SELECT {columns}, ({count}) FROM {table}{filter} ORDER BY id LIMIT ${} OFFSET ${}", n + 1, n + 2);
+    let rows: Vec<Counted<T>> = Db.all(&sql, &params)?;
+    let total = match rows.first() {
+        Some(first) => first.total,
+        None if page.offset == 0 => 0,
+        None => Db.one(&count, &filters.params)?,
+    };
+    let items: Vec<T> = rows.into_iter().map(|row| row.item).collect();
     let link = page.next_link(req, items.len(), total);
     let resp = Response::json(200, &PageBody { items, total, limit: page.limit, offset: page.offset });
     Ok(match link {
         Some(link) => resp.header("link", link),
         None => resp,
     })
+}
+
+/// A record, and the total its query counted in its last column.
+struct Counted<T> {
+    item: T,
+    total: i64,
+}
+
+impl<T: FromRow> FromRow for Counted<T> {
+    fn from_row(row: Row<'_>) -> Result<Self, ApiError> {
+        let Some((last, record)) = row.0.split_last() else { return Err(ApiError::Internal) };
+        Ok(Counted { item: T::from_row(Row(record))?, total: Row(std::slice::from_ref(last)).int(0)? })
+    }
 }

@@ -94,7 +94,6 @@ struct Loader {
     pet_ids: HashSet<i64>,
     order_ids: HashSet<i64>,
     pet_rows: Vec<Vec<Value>>,
-    tag_rows: Vec<Vec<Value>>,
     order_rows: Vec<Vec<Value>>,
     pets: i64,
     orders: i64,
@@ -118,7 +117,7 @@ impl Loader {
                 self.add_order(order)?;
             }
         }
-        if self.pet_rows.len() >= BATCH || self.tag_rows.len() >= BATCH || self.order_rows.len() >= BATCH {
+        if self.pet_rows.len() >= BATCH || self.order_rows.len() >= BATCH {
             self.flush(tx).await?;
         }
         Ok(())
@@ -136,10 +135,8 @@ impl Loader {
         }
         check(model::PET_STATUSES.contains(&pet.status.as_str()), "pet status is not available, pending or sold")?;
         check_times(&pet.created_at, &pet.updated_at)?;
+        // The tags' index (pet_tags) follows by trigger.
         let tags_json = serde_json::to_string(&pet.tags).map_err(|e| Problem::Invalid(e.to_string()))?;
-        for tag in pet.tags {
-            self.tag_rows.push(vec![Value::Integer(pet.id), Value::Text(tag)]);
-        }
         self.pet_rows.push(vec![
             Value::Integer(pet.id),
             Value::Text(pet.name),
@@ -171,7 +168,6 @@ impl Loader {
 
     async fn flush(&mut self, tx: &mut Transaction) -> Result<(), Problem> {
         insert(tx, "pets (id, name, species, tags, status, created_at, updated_at)", &mut self.pet_rows).await?;
-        insert(tx, "pet_tags (pet_id, tag)", &mut self.tag_rows).await?;
         insert(tx, "orders (id, pet_id, quantity, status, created_at, updated_at)", &mut self.order_rows).await?;
         Ok(())
     }

@@ -30,7 +30,7 @@ impl Host for RequestState {
         let rows = timed(&shared.metrics, "query", shared.database.query(&sql, to_storage(params))).await;
         // Outside a transaction a statement commits by itself: unless it is a
         // plain SELECT, assume it wrote.
-        self.outcome.record(&rows, !is_select(&sql));
+        self.outcome.record(&rows, !storage::is_select(&sql));
         Ok(to_wit(rows?))
     }
 
@@ -40,11 +40,6 @@ impl Host for RequestState {
         self.outcome.record(&affected, true);
         Ok(affected?)
     }
-}
-
-/// Whether a statement only reads (a SELECT); anything else may write.
-fn is_select(sql: &str) -> bool {
-    sql.trim_start().get(..6).is_some_and(|word| word.eq_ignore_ascii_case("select"))
 }
 
 impl HostTransaction for RequestState {

@@ -234,6 +234,11 @@ async fn to_completion<T: Send + 'static>(
     tokio::spawn(work).await.map_err(|e| DbError::Other(format!("database task failed: {e}")))?
 }
 
+/// Whether a statement only reads (a plain SELECT); anything else may write.
+pub fn is_select(sql: &str) -> bool {
+    sql.trim_start().get(..6).is_some_and(|word| word.eq_ignore_ascii_case("select"))
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -1,7 +1,8 @@
-//! The SQLite backend: WAL, a busy timeout, foreign keys on, and
-//! `BEGIN IMMEDIATE` transactions so a read-then-write never deadlocks.
-//! Write transactions queue for the one write lock in the process, first
-//! come first served, instead of in SQLite's busy handler.
+//! The SQLite backend: WAL, a busy timeout, foreign keys on. Reads use a
+//! pool of connections; every write (a statement that is not a plain
+//! SELECT, or a transaction, which is `BEGIN IMMEDIATE` so a read-then-write
+//! never deadlocks) runs on the one writer connection, whose writers queue
+//! first come first served instead of in SQLite's busy handler.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool, TypeInfo, ValueRef};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use sqlx::{Connection, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::backend::{Backend, BackendTransaction};
 use super::sql::{self, Dialect};
@@ -23,18 +24,49 @@ use sqlx::query::Query;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Sqlite {
-    pool: SqlitePool,
-    /// SQLite lets one write transaction run at a time. Waiting for it here
-    /// is a FIFO queue; waiting in SQLite's busy handler is sleep-and-retry
-    /// with back-off, which under load left the lock idle while writers
-    /// slept (measured: POST p99 285 ms → see docs/performance.md).
-    writer: Arc<Semaphore>,
+    /// Connections for reads (and snapshots).
+    readers: SqlitePool,
+    /// SQLite lets one writer at a time. Waiting for this connection is a
+    /// FIFO queue; waiting in SQLite's busy handler is sleep-and-retry with
+    /// back-off, which under load left the lock idle while writers slept
+    /// (measured: POST p99 285 ms → see docs/performance.md), and one
+    /// connection kept for writes costs no pool round trip per statement.
+    writer: Arc<Mutex<Writer>>,
 }
 
-/// A transaction; a write transaction also holds the write lock.
-struct Transaction {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _writer: Option<OwnedSemaphorePermit>,
+/// The writer connection, and whether a transaction on it was left open
+/// (its owner dropped it without committing): the next user rolls it back.
+struct Writer {
+    conn: SqliteConnection,
+    in_transaction: bool,
+}
+
+impl Writer {
+    /// The connection, with no transaction left over.
+    async fn ready(&mut self) -> Result<&mut SqliteConnection, DbError> {
+        if self.in_transaction {
+            self.conn.execute("ROLLBACK").await.map_err(Sqlite::classify)?;
+            self.in_transaction = false;
+        }
+        Ok(&mut self.conn)
+    }
+}
+
+/// A write transaction holds the writer; a snapshot holds a reader.
+enum Transaction {
+    Write(OwnedMutexGuard<Writer>),
+    Snapshot(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl Sqlite {
+    /// The writer, waited for in turn; longer than SQLite's own busy
+    /// timeout is `busy`, as it was before the queue (e.g. a request that
+    /// opens a second write transaction while it holds one).
+    async fn writer(&self) -> Result<OwnedMutexGuard<Writer>, DbError> {
+        tokio::time::timeout(BUSY_TIMEOUT, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| DbError::Busy("timed out waiting for the write lock".into()))
+    }
 }
 
 #[async_trait]
@@ -49,21 +81,22 @@ impl Backend for Sqlite {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let readers = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             // A connection to a local file cannot go stale the way a network
             // one can; pinging it on every acquire cost a round trip to the
             // connection's worker thread (two thread wake-ups) per statement.
             .test_before_acquire(false)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(Self::classify)?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
+            .run(&readers)
             .await
             .map_err(|e| DbError::Other(format!("migration failed: {e}")))?;
-        Ok(Sqlite { pool, writer: Arc::new(Semaphore::new(1)) })
+        let conn = SqliteConnection::connect_with(&connect).await.map_err(Self::classify)?;
+        Ok(Sqlite { readers, writer: Arc::new(Mutex::new(Writer { conn, in_transaction: false })) })
     }
 
     fn classify(err: sqlx::Error) -> DbError {
@@ -71,53 +104,85 @@ impl Backend for Sqlite {
     }
 
     async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        let mut conn = self.pool.acquire().await.map_err(Self::classify)?;
-        sql::query::<Self, _>(&mut *conn, sql, params).await
+        if reads_only(sql) {
+            let mut conn = self.readers.acquire().await.map_err(Self::classify)?;
+            sql::query::<Self, _>(&mut *conn, sql, params).await
+        } else {
+            let mut writer = self.writer().await?;
+            sql::query::<Self, _>(writer.ready().await?, sql, params).await
+        }
     }
 
     async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        let mut conn = self.pool.acquire().await.map_err(Self::classify)?;
-        sql::execute::<Self, _>(&mut *conn, sql, params).await
+        if reads_only(sql) {
+            let mut conn = self.readers.acquire().await.map_err(Self::classify)?;
+            sql::execute::<Self, _>(&mut *conn, sql, params).await
+        } else {
+            let mut writer = self.writer().await?;
+            sql::execute::<Self, _>(writer.ready().await?, sql, params).await
+        }
     }
 
-    /// A write transaction. Waiting for the write lock longer than SQLite's
-    /// own busy timeout is `busy`, as it was before the queue (e.g. a
-    /// request that opens a second write transaction while it holds one).
     async fn begin(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
-        let writer = tokio::time::timeout(BUSY_TIMEOUT, self.writer.clone().acquire_owned())
-            .await
-            .map_err(|_| DbError::Busy("timed out waiting for the write lock".into()))?
-            .map_err(|_| DbError::Unavailable("the database is closed".into()))?;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(Self::classify)?;
-        Ok(Box::new(Transaction { tx, _writer: Some(writer) }))
+        let mut writer = self.writer().await?;
+        writer.ready().await?.execute("BEGIN IMMEDIATE").await.map_err(Self::classify)?;
+        writer.in_transaction = true;
+        Ok(Box::new(Transaction::Write(writer)))
     }
 
     /// A transaction that takes no lock until it reads: in WAL mode its
     /// first read fixes the snapshot it sees, and writers are not blocked.
     async fn begin_snapshot(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
-        let tx = self.pool.begin().await.map_err(Self::classify)?;
-        Ok(Box::new(Transaction { tx, _writer: None }))
+        let tx = self.readers.begin().await.map_err(Self::classify)?;
+        Ok(Box::new(Transaction::Snapshot(tx)))
     }
 
+    /// The readers' pool, and the writer as one more connection.
     fn pool_stats(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
+        let writer_idle = usize::from(self.writer.try_lock().is_ok());
+        (self.readers.size() + 1, self.readers.num_idle() + writer_idle)
+    }
+}
+
+/// Whether a statement only reads (a plain SELECT), and may run beside
+/// writes on a reader connection.
+fn reads_only(sql: &str) -> bool {
+    super::is_select(sql)
+}
+
+impl Transaction {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        match self {
+            Transaction::Write(writer) => &mut writer.conn,
+            Transaction::Snapshot(tx) => tx,
+        }
     }
 }
 
 /// SQLite's AUTOINCREMENT follows restored ids by itself: nothing to do
-/// after a restore.
+/// after a restore. A write transaction dropped without a commit is rolled
+/// back by the writer's next user (see [`Writer::ready`]).
 #[async_trait]
 impl BackendTransaction for Transaction {
     async fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        sql::query::<Sqlite, _>(&mut *self.tx, sql, params).await
+        sql::query::<Sqlite, _>(self.conn(), sql, params).await
     }
 
     async fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        sql::execute::<Sqlite, _>(&mut *self.tx, sql, params).await
+        sql::execute::<Sqlite, _>(self.conn(), sql, params).await
     }
 
     async fn commit(self: Box<Self>) -> Result<(), DbError> {
-        self.tx.commit().await.map_err(Sqlite::classify)
+        match *self {
+            Transaction::Write(mut writer) => {
+                let committed = writer.conn.execute("COMMIT").await.map_err(Sqlite::classify);
+                if committed.is_ok() {
+                    writer.in_transaction = false;
+                }
+                committed.map(drop)
+            }
+            Transaction::Snapshot(tx) => tx.commit().await.map_err(Sqlite::classify),
+        }
     }
 }
 
