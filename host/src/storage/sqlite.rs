@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
@@ -59,6 +60,14 @@ enum Transaction {
 }
 
 impl Sqlite {
+    async fn connection_for(&self, sql: &str) -> Result<Statement, DbError> {
+        if super::is_select(sql) {
+            Ok(Statement::Read(self.readers.acquire().await.map_err(Self::classify)?))
+        } else {
+            Ok(Statement::Write(self.writer().await?))
+        }
+    }
+
     /// The writer, waited for in turn; longer than SQLite's own busy
     /// timeout is `busy`, as it was before the queue (e.g. a request that
     /// opens a second write transaction while it holds one).
@@ -104,23 +113,13 @@ impl Backend for Sqlite {
     }
 
     async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        if reads_only(sql) {
-            let mut conn = self.readers.acquire().await.map_err(Self::classify)?;
-            sql::query::<Self, _>(&mut *conn, sql, params).await
-        } else {
-            let mut writer = self.writer().await?;
-            sql::query::<Self, _>(writer.ready().await?, sql, params).await
-        }
+        let mut conn = self.connection_for(sql).await?;
+        sql::query::<Self, _>(conn.ready().await?, sql, params).await
     }
 
     async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        if reads_only(sql) {
-            let mut conn = self.readers.acquire().await.map_err(Self::classify)?;
-            sql::execute::<Self, _>(&mut *conn, sql, params).await
-        } else {
-            let mut writer = self.writer().await?;
-            sql::execute::<Self, _>(writer.ready().await?, sql, params).await
-        }
+        let mut conn = self.connection_for(sql).await?;
+        sql::execute::<Self, _>(conn.ready().await?, sql, params).await
     }
 
     async fn begin(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
@@ -144,10 +143,20 @@ impl Backend for Sqlite {
     }
 }
 
-/// Whether a statement only reads (a plain SELECT), and may run beside
-/// writes on a reader connection.
-fn reads_only(sql: &str) -> bool {
-    super::is_select(sql)
+/// The connection a statement outside a transaction runs on: a reader for
+/// a plain SELECT (beside the writes), the writer for anything else.
+enum Statement {
+    Read(PoolConnection<sqlx::Sqlite>),
+    Write(OwnedMutexGuard<Writer>),
+}
+
+impl Statement {
+    async fn ready(&mut self) -> Result<&mut SqliteConnection, DbError> {
+        match self {
+            Statement::Read(conn) => Ok(conn),
+            Statement::Write(writer) => writer.ready().await,
+        }
+    }
 }
 
 impl Transaction {
