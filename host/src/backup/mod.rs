@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::storage::column::{int, text};
 use crate::storage::{ConnectOptions, Database, DbError, Transaction, Value};
 
 pub const FORMAT: &str = "petstore-backup";
@@ -200,20 +201,6 @@ async fn export_table(
 pub(crate) async fn count(tx: &mut Transaction, table: &str) -> Result<i64, DbError> {
     let rows = tx.query(&format!("SELECT COUNT(*) FROM {table}"), Vec::new()).await?;
     rows.rows.first().map(|row| int(row, 0)).unwrap_or_else(|| Err(DbError::Other("COUNT(*) returned no row".into())))
-}
-
-fn int(row: &[Value], i: usize) -> Result<i64, DbError> {
-    match row.get(i) {
-        Some(Value::Integer(n)) => Ok(*n),
-        other => Err(DbError::Other(format!("column {i}: expected an integer, found {other:?}"))),
-    }
-}
-
-fn text(row: &[Value], i: usize) -> Result<String, DbError> {
-    match row.get(i) {
-        Some(Value::Text(s)) => Ok(s.clone()),
-        other => Err(DbError::Other(format!("column {i}: expected text, found {other:?}"))),
-    }
 }
 
 fn json(value: &impl Serialize) -> String {

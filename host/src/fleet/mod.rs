@@ -79,10 +79,10 @@ pub struct Fleet {
     registry: Registry,
     runtime: Arc<Runtime>,
     settings: Settings,
-    /// The image's own components by name: the registry's first versions,
-    /// trusted without a signature, and what is served until the registry
-    /// has been read.
-    image: HashMap<String, Vec<u8>>,
+    /// The image's own components by name, with their digests: the
+    /// registry's first versions, trusted without a signature, and what is
+    /// served until the registry has been read.
+    image: HashMap<String, ImageComponent>,
     /// Per component, how this replica's last attempt to converge went.
     states: Mutex<HashMap<String, Attempt>>,
     /// Set once the registry has been read and acted on.
@@ -90,6 +90,12 @@ pub struct Fleet {
     /// One publish or sync at a time, so a sync that read the registry
     /// before a publish cannot swap back to what the publish replaced.
     busy: tokio::sync::Mutex<()>,
+}
+
+/// One of the image's own component files.
+struct ImageComponent {
+    bytes: Vec<u8>,
+    digest: String,
 }
 
 /// This replica's state for one component.
@@ -123,7 +129,13 @@ impl Fleet {
             registry: Registry::new(db),
             runtime,
             settings,
-            image,
+            image: image
+                .into_iter()
+                .map(|(name, bytes)| {
+                    let digest = sha256_hex(&bytes);
+                    (name, ImageComponent { bytes, digest })
+                })
+                .collect(),
             states: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             busy: tokio::sync::Mutex::new(()),
@@ -209,7 +221,8 @@ impl Fleet {
             let desired = desired.get(&name).cloned();
             let replicas = reports.remove(&name).unwrap_or_default();
             let converged = desired.as_ref().is_some_and(|d| {
-                replicas.iter().all(|r| r.digest == *d && r.state == "converged") && !replicas.is_empty()
+                let on_it = |r: &Report| r.digest == *d && r.target == *d && r.state == "converged";
+                replicas.iter().all(on_it) && !replicas.is_empty()
             });
             let versions = self.registry.versions(&name).await?;
             all.push(ComponentStatus { name, desired, converged, replicas, versions });
@@ -245,14 +258,13 @@ impl Fleet {
         let mut desired = self.registry.active().await?;
         for component in self.runtime.components() {
             let name = component.name.to_string();
-            let target = match desired.get(&name) {
-                Some(digest) => digest.clone(),
+            let target = match desired.remove(&name) {
+                Some(digest) => digest,
                 None => match self.seed(&name).await? {
                     Some(digest) => digest,
                     None => continue,
                 },
             };
-            desired.insert(name.clone(), target.clone());
             self.warn_if_image_differs(&name, &target);
             if component.digest != target && !self.failed_before(&name, &target) {
                 self.converge(&name, &target).await;
@@ -268,9 +280,9 @@ impl Fleet {
     /// Say (once per start) when the image carries another version of a
     /// component than the registry's active one: the registry's is served.
     fn warn_if_image_differs(&self, name: &str, active: &str) {
-        let Some(image) = self.image.get(name).map(|bytes| sha256_hex(bytes)) else { return };
+        let Some(image) = self.image.get(name).map(|image| &image.digest) else { return };
         let first_time = !self.states.lock().unwrap_or_else(PoisonError::into_inner).contains_key(name);
-        if image != active && first_time {
+        if image.as_str() != active && first_time {
             tracing::warn!(
                 component = name,
                 image = format!("sha256:{image}"),
@@ -283,10 +295,15 @@ impl Fleet {
 
     /// Seed the registry with the image's version of `name`; its digest.
     async fn seed(&self, name: &str) -> Result<Option<String>, FleetError> {
-        let Some(bytes) = self.image.get(name) else { return Ok(None) };
-        let digest = sha256_hex(bytes);
-        let upload =
-            registry::Upload { name, digest: &digest, bytes, signature: None, uploaded_by: "image", artifact: None };
+        let Some(image) = self.image.get(name) else { return Ok(None) };
+        let upload = registry::Upload {
+            name,
+            digest: &image.digest,
+            bytes: &image.bytes,
+            signature: None,
+            uploaded_by: "image",
+            artifact: None,
+        };
         self.registry.seed(&upload).await?;
         Ok(self.registry.active().await?.remove(name))
     }
@@ -318,7 +335,7 @@ impl Fleet {
         if sha256_hex(bytes) != digest {
             return Err(FleetError::Refused("the stored bytes do not match their digest".into()));
         }
-        if self.image.values().any(|image| sha256_hex(image) == digest) {
+        if self.image.values().any(|image| image.digest == digest) {
             return Ok(());
         }
         Ok(self.settings.policy.verify(bytes, signature)?)
@@ -382,6 +399,7 @@ impl Fleet {
                 let report = Report {
                     replica: self.settings.replica.clone(),
                     digest: c.digest.clone(),
+                    target: attempt.map_or_else(|| c.digest.clone(), |a| a.desired.clone()),
                     state: attempt.map_or("converged", |a| a.state).to_string(),
                     reason: attempt.and_then(|a| a.reason.clone()),
                     heartbeat_ms: 0,

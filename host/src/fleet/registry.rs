@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use crate::storage::column::{int, optional_blob, optional_text, text};
 use crate::storage::{Database, DbError, Transaction, Value};
 
 /// The notification channel that wakes every replica when an active version
@@ -43,7 +44,11 @@ pub struct Stored {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub replica: String,
+    /// What it serves.
     pub digest: String,
+    /// The active digest its `state` is about: a failure to reach one
+    /// version says nothing about the next.
+    pub target: String,
     pub state: String,
     pub reason: Option<String>,
     pub heartbeat_ms: i64,
@@ -79,8 +84,8 @@ impl Registry {
             )
             .await?;
         let Some(row) = rows.rows.first() else { return Ok(None) };
-        let bytes = blob(row, 0)?.ok_or_else(|| DbError::Other("a stored component without bytes".into()))?;
-        let artifact = blob(row, 2)?.zip(optional_text(row, 3)?);
+        let bytes = optional_blob(row, 0)?.ok_or_else(|| DbError::Other("a stored component without bytes".into()))?;
+        let artifact = optional_blob(row, 2)?.zip(optional_text(row, 3)?);
         Ok(Some(Stored { bytes, signature: optional_text(row, 1)?, artifact }))
     }
 
@@ -162,13 +167,15 @@ impl Registry {
         let mut tx = self.db.begin().await?;
         for (name, report) in rows {
             tx.execute(
-                "INSERT INTO replica_components (replica, name, digest, state, reason, heartbeat_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (replica, name) DO UPDATE SET \
-                 digest = excluded.digest, state = excluded.state, reason = excluded.reason, heartbeat_ms = excluded.heartbeat_ms",
+                "INSERT INTO replica_components (replica, name, digest, target, state, reason, heartbeat_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (replica, name) DO UPDATE SET \
+                 digest = excluded.digest, target = excluded.target, state = excluded.state, \
+                 reason = excluded.reason, heartbeat_ms = excluded.heartbeat_ms",
                 vec![
                     Value::Text(replica.into()),
                     Value::Text(name.clone()),
                     Value::Text(report.digest.clone()),
+                    Value::Text(report.target.clone()),
                     Value::Text(report.state.clone()),
                     report.reason.clone().map_or(Value::Null, Value::Text),
                     Value::Integer(now_ms),
@@ -190,7 +197,7 @@ impl Registry {
         let rows = self
             .db
             .query(
-                "SELECT name, replica, digest, state, reason, heartbeat_ms FROM replica_components \
+                "SELECT name, replica, digest, target, state, reason, heartbeat_ms FROM replica_components \
                  WHERE heartbeat_ms >= $1 ORDER BY name, replica",
                 vec![Value::Integer(since_ms)],
             )
@@ -200,9 +207,10 @@ impl Registry {
             let report = Report {
                 replica: text(row, 1)?,
                 digest: text(row, 2)?,
-                state: text(row, 3)?,
-                reason: optional_text(row, 4)?,
-                heartbeat_ms: int(row, 5)?,
+                target: text(row, 3)?,
+                state: text(row, 4)?,
+                reason: optional_text(row, 5)?,
+                heartbeat_ms: int(row, 6)?,
             };
             by_name.entry(text(row, 0)?).or_default().push(report);
         }
@@ -244,33 +252,4 @@ async fn activate(tx: &mut Transaction, name: &str, digest: &str) -> Result<(), 
 /// second still sort by time.
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
-fn text(row: &[Value], i: usize) -> Result<String, DbError> {
-    match row.get(i) {
-        Some(Value::Text(s)) => Ok(s.clone()),
-        other => Err(DbError::Other(format!("registry column {i}: expected text, found {other:?}"))),
-    }
-}
-
-fn optional_text(row: &[Value], i: usize) -> Result<Option<String>, DbError> {
-    match row.get(i) {
-        Some(Value::Null) => Ok(None),
-        _ => text(row, i).map(Some),
-    }
-}
-
-fn blob(row: &[Value], i: usize) -> Result<Option<Vec<u8>>, DbError> {
-    match row.get(i) {
-        Some(Value::Null) => Ok(None),
-        Some(Value::Blob(bytes)) => Ok(Some(bytes.clone())),
-        other => Err(DbError::Other(format!("registry column {i}: expected a blob, found {other:?}"))),
-    }
-}
-
-fn int(row: &[Value], i: usize) -> Result<i64, DbError> {
-    match row.get(i) {
-        Some(Value::Integer(n)) => Ok(*n),
-        other => Err(DbError::Other(format!("registry column {i}: expected an integer, found {other:?}"))),
-    }
 }

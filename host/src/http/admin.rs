@@ -161,6 +161,7 @@ fn describe(admin: &Admin, c: &LoadedComponent, status: Option<&ComponentStatus>
                 json!({
                     "replica": r.replica,
                     "digest": sha(&r.digest),
+                    "target": sha(&r.target),
                     "state": r.state,
                     "reason": r.reason,
                     "heartbeat_at": humantime::format_rfc3339_millis(

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`backend`]: the trait each backend implements;
+//! - [`column`]: typed reads of a row's columns, for the host's own queries;
 //! - `sql`: the sqlx code the real backends share;
 //! - `sqlite`, `postgres`: each backend's own knowledge (connecting, locking,
 //!   decoding, its error codes);
@@ -11,6 +12,7 @@
 //!   without a database.
 
 pub mod backend;
+pub mod column;
 #[cfg(test)]
 pub mod mock;
 mod postgres;
