@@ -11,14 +11,16 @@ ENV CARGO_TERM_COLOR=never CARGO_TARGET_DIR=/build/target
 WORKDIR /src
 RUN rustup target add wasm32-wasip2 x86_64-unknown-linux-musl
 COPY . .
-# musl: one static binary, nothing to find at run time. The cache mounts
-# keep crates and compiled dependencies between builds on one machine.
+# musl: one static binary, nothing to find at run time; the `dist` profile
+# (fat LTO, one codegen unit: about 15% less CPU per GET than `release`,
+# docs/performance.md). The cache mounts keep crates and compiled
+# dependencies between builds on one machine.
 RUN --mount=type=cache,id=petstore-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=petstore-cargo-target,target=/build/target \
-    cargo build --locked --release --target x86_64-unknown-linux-musl -p petstore-host --bin petstore \
+    cargo build --locked --profile dist --target x86_64-unknown-linux-musl -p petstore-host --bin petstore \
  && cargo build --locked --profile component --target wasm32-wasip2 -p pets -p orders \
  && mkdir -p /out/components /out/data \
- && cp /build/target/x86_64-unknown-linux-musl/release/petstore /out/petstore \
+ && cp /build/target/x86_64-unknown-linux-musl/dist/petstore /out/petstore \
  && strip /out/petstore \
  && cp /build/target/wasm32-wasip2/component/pets.wasm /build/target/wasm32-wasip2/component/orders.wasm \
        components/routes.toml /out/components/ \

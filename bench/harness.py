@@ -1,6 +1,17 @@
 """What the benchmark commands share: building the two targets, starting one
 on a fresh SQLite database, seeding it, loading it with wrk, and reading its
-RSS and CPU time from /proc."""
+RSS and CPU time from /proc.
+
+Which build of the service is measured:
+- the local release build (default);
+- PETSTORE_BENCH_BINARY=PATH: another binary, e.g. the image's static musl
+  one (`podman cp` it out of the image);
+- PETSTORE_BENCH_IMAGE=IMAGE: the container image itself, run by podman
+  confined as production runs it (read-only, UID 65532, no capabilities,
+  no-new-privileges, the service's seccomp profile) on the host's network
+  (the reference pays no NAT hop either). PETSTORE_BENCH_PODMAN holds
+  podman's global arguments (e.g. scripts/container-test's --root/--runroot).
+"""
 
 import http.client
 import json
@@ -23,6 +34,10 @@ WASM = Path(os.environ.get("PETSTORE_BENCH_BINARY", TARGET / "release" / "petsto
 REFERENCE_SRC = Path(os.environ.get("PETSTORE_REFERENCE_DIR", ROOT.parent / "shared" / "native-reference"))
 REFERENCE_TARGET = TARGET / "native-reference"
 REFERENCE = REFERENCE_TARGET / "release" / "petstore-axum"
+IMAGE = os.environ.get("PETSTORE_BENCH_IMAGE")
+PODMAN = ["podman", *os.environ.get("PETSTORE_BENCH_PODMAN", "").split()]
+# runc, as scripts/container-test uses (crun does not work on these machines).
+PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(ROOT / "container" / "containers.conf"))}
 COMPONENTS = ROOT / "build" / "components"
 PETS = 1000
 # (label, wrk script in bench/wrk)
@@ -58,15 +73,21 @@ def start(target: str, workdir: Path, env: dict | None = None) -> tuple[subproce
     `native` (the native reference) on a fresh SQLite file in `workdir` (or
     the `DATABASE_URL` in `env`); wait until ready; seed."""
     database = f"sqlite://{workdir / (target + '.db')}"
-    if target == "wasm":
+    if target == "wasm" and IMAGE:
+        # The image's own precompiled components; its database in workdir.
+        binary, extra = None, {"DATABASE_URL": f"sqlite:///data/{target}.db"}
+    elif target == "wasm":
         binary, extra = WASM, {"COMPONENTS_DIR": str(COMPONENTS), "DATABASE_URL": database}
     else:
         binary, extra = REFERENCE, {"DATABASE_URL": database + "?mode=rwc"}
     port = free_port()
     full_env = {"PATH": os.environ["PATH"], "PORT": str(port), "ADMIN_PORT": str(free_port()), "LOG_LEVEL": "info",
                 "SHUTDOWN_GRACE_MS": "0", **extra, **(env or {})}
-    with open(workdir / f"{target}.log", "wb") as log:
-        proc = subprocess.Popen([str(binary)], env=full_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    if binary is None:
+        proc = Container.run(IMAGE, workdir, {k: v for k, v in full_env.items() if k != "PATH"}, workdir / f"{target}.log")
+    else:
+        with open(workdir / f"{target}.log", "wb") as log:
+            proc = subprocess.Popen([str(binary)], env=full_env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -79,6 +100,45 @@ def start(target: str, workdir: Path, env: dict | None = None) -> tuple[subproce
             time.sleep(0.05)
     seed(port)
     return proc, port
+
+
+class Container:
+    """The service's image under podman, confined as in production, with the
+    part of subprocess.Popen's interface the benchmarks use (pid: the
+    service's process on the host, for its CPU time and RSS)."""
+
+    def __init__(self, name: str, log: Path):
+        self.name, self.log = name, log
+        self.pid = int(self._podman("inspect", "--format", "{{.State.Pid}}", name))
+
+    @classmethod
+    def run(cls, image: str, workdir: Path, env: dict, log: Path) -> "Container":
+        name = f"petstore-bench-{os.getpid()}"
+        workdir.chmod(0o777)  # the service runs as 65532 and writes its database here
+        profile = ROOT / "k8s" / "seccomp" / "petstore.json"
+        args = ["run", "-d", "--name", name, "--network", "host", "--read-only", "--user", "65532:65532",
+                "--cap-drop=ALL", "--security-opt", "no-new-privileges", "--security-opt", f"seccomp={profile}",
+                "--tmpfs", "/tmp:rw,size=64m,mode=1777", "-v", f"{workdir}:/data"]
+        for k, v in env.items():
+            args += ["-e", f"{k}={v}"]
+        subprocess.run([*PODMAN, *args, image], check=True, capture_output=True, env=PODMAN_ENV)
+        return cls(name, log)
+
+    def _podman(self, *args: str) -> str:
+        return subprocess.run([*PODMAN, *args], check=True, capture_output=True, text=True, env=PODMAN_ENV).stdout.strip()
+
+    def poll(self):
+        running = self._podman("inspect", "--format", "{{.State.Running}}", self.name)
+        return None if running == "true" else int(self._podman("inspect", "--format", "{{.State.ExitCode}}", self.name))
+
+    def terminate(self) -> None:
+        subprocess.run([*PODMAN, "stop", "-t", "30", self.name], capture_output=True, env=PODMAN_ENV)
+        logs = subprocess.run([*PODMAN, "logs", self.name], capture_output=True, text=True, env=PODMAN_ENV)
+        self.log.write_text(logs.stdout + logs.stderr)
+        subprocess.run([*PODMAN, "rm", "-f", self.name], capture_output=True, env=PODMAN_ENV)
+
+    def wait(self, timeout: float | None = None) -> None:
+        pass
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -80,8 +80,10 @@ impl IntoResponse for HttpError {
             HttpError::Unavailable => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            HttpError::RequestTimeout(_) => {
-                // The rest of the body may still come: this connection is done.
+            HttpError::RequestTimeout(_) | HttpError::PayloadTooLarge(_) => {
+                // The rest of the body was not read (and may still come): the
+                // connection cannot carry another request, and a client that
+                // pooled it would send its next request into a closed socket.
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             HttpError::Unauthorized => {
