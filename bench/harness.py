@@ -68,12 +68,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(target: str, workdir: Path, env: dict | None = None) -> tuple[subprocess.Popen, int]:
+def start(target: str, workdir: Path, env: dict | None = None, binary: Path | None = None) -> tuple[subprocess.Popen, int]:
     """Start `wasm` (the service, compiling its components at start) or
     `native` (the native reference) on a fresh SQLite file in `workdir` (or
-    the `DATABASE_URL` in `env`); wait until ready; seed."""
+    the `DATABASE_URL` in `env`); wait until ready; seed. `binary` names
+    another build of the service than WASM (`target` then names its files)."""
     database = f"sqlite://{workdir / (target + '.db')}"
-    if target == "wasm" and IMAGE:
+    if binary is not None:
+        extra = {"COMPONENTS_DIR": str(COMPONENTS), "DATABASE_URL": database}
+    elif target == "wasm" and IMAGE:
         # The image's own precompiled components; its database in workdir.
         binary, extra = None, {"DATABASE_URL": f"sqlite:///data/{target}.db"}
     elif target == "wasm":

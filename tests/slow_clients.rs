@@ -159,6 +159,30 @@ async fn a_connection_that_never_sends_a_byte_is_closed_at_the_header_deadline()
     assert_closed_at("a silent connection", started, closed, HEADER_MS);
 }
 
+/// A keep-alive connection whose next request stalls mid-header is closed
+/// at that header's deadline, long before its idle deadline would have come:
+/// the stall starts after the connection's deadline check has already run
+/// once while it was idle.
+#[tokio::test]
+async fn a_stalled_second_request_is_closed_at_its_own_header_deadline() {
+    const LONG_KEEPALIVE_MS: u64 = 20_000;
+    let s = Server::builder()
+        .env("HEADER_TIMEOUT_MS", &HEADER_MS.to_string())
+        .env("KEEPALIVE_TIMEOUT_MS", &LONG_KEEPALIVE_MS.to_string())
+        .start();
+    let pet = s.create_pet(&serde_json::json!({"name": "Rex", "species": "dog"})).await;
+    let mut stream = idle_connection(&s).await;
+    // Idle for longer than the header timeout: past the connection's first check.
+    tokio::time::sleep(Duration::from_millis(HEADER_MS + 300)).await;
+    stream.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: slow\r\nX-Slow: ").await.expect("write");
+    let started = Instant::now();
+    let (answer, closed) = until_closed(stream).await;
+    assert!(answer.is_empty(), "the stalled request got an answer: {answer}");
+    assert_closed_at("a stalled second request", started, closed, HEADER_MS);
+    assert!((closed_for(&s).await)("header_timeout") >= 1.0);
+    assert_eq!(s.get(&format!("/api/v1/pets/{pet}")).await.body["name"], "Rex", "nothing was lost");
+}
+
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_is_a_408_and_writes_nothing() {
     let s = server(1024);

@@ -193,8 +193,14 @@ impl Connection {
         builder.header_read_timeout(None).keep_alive(true);
         let mut conn = pin!(builder.serve_connection(io, service));
         let mut closing = false;
+        // Checked lazily: a phase change does not wake this task (that cost
+        // every request three wake-ups and two timers). Instead the check
+        // runs at least every `shortest` (see `Activity::next_check`), and a
+        // phase that starts now has a deadline at least `shortest` away, so
+        // no deadline is ever checked late.
+        let check = tokio::time::sleep(self.limits.shortest());
+        let mut check = pin!(check);
         loop {
-            let deadline = if closing { None } else { activity.deadline(&self.limits) };
             tokio::select! {
                 served = conn.as_mut() => {
                     if let Err(err) = served {
@@ -207,19 +213,20 @@ impl Connection {
                     // Finishes a request in progress, then closes.
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = activity.changed.notified() => {
-                    if activity.must_make_room() && !closing {
+                _ = activity.make_room.notified() => {
+                    if !closing {
                         closing = true;
                         self.metrics.http_connections_closed.with_label_values(&[self.name, "reclaimed"]).inc();
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                _ = check.as_mut(), if !closing => {
                     if let Some(reason) = activity.expired(&self.limits) {
                         self.metrics.http_connections_closed.with_label_values(&[self.name, reason]).inc();
                         tracing::debug!(reason, "closing a connection that used up its time");
                         break;
                     }
+                    check.as_mut().reset(activity.next_check(&self.limits));
                 }
             }
         }
@@ -228,10 +235,10 @@ impl Connection {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+impl ConnectionLimits {
+    /// The shortest time a phase with a deadline lasts.
+    fn shortest(&self) -> Duration {
+        self.header_timeout.min(self.keepalive_timeout)
     }
 }
 
@@ -247,11 +254,10 @@ struct Activity {
     /// Its key in [`OpenConnections`].
     id: u64,
     phase: Mutex<Phase>,
-    /// Set when the connection must close to make room for a new one.
-    make_room: AtomicBool,
-    /// Woken when the phase changes (so the deadline is recomputed) or the
-    /// connection must make room.
-    changed: Notify,
+    /// Set (and the connection woken) when it must close to make room for
+    /// a new one.
+    must_make_room: AtomicBool,
+    make_room: Notify,
 }
 
 impl Activity {
@@ -260,14 +266,13 @@ impl Activity {
         Activity {
             id,
             phase: Mutex::new(Phase::ReceivingHeader(Instant::now())),
-            make_room: AtomicBool::new(false),
-            changed: Notify::new(),
+            must_make_room: AtomicBool::new(false),
+            make_room: Notify::new(),
         }
     }
 
     fn set(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
-        self.changed.notify_one();
     }
 
     /// Bytes arrived: an idle connection starts receiving a header.
@@ -275,26 +280,20 @@ impl Activity {
         let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
         if let Phase::Idle(_) = *phase {
             *phase = Phase::ReceivingHeader(Instant::now());
-            drop(phase);
-            self.changed.notify_one();
         }
     }
 
     /// Since when it has been idle between requests, if it is.
     fn idle_since(&self) -> Option<Instant> {
         match *self.phase.lock().unwrap_or_else(PoisonError::into_inner) {
-            Phase::Idle(since) if !self.must_make_room() => Some(since),
+            Phase::Idle(since) if !self.must_make_room.load(Ordering::Relaxed) => Some(since),
             _ => None,
         }
     }
 
     fn make_room(&self) {
-        self.make_room.store(true, Ordering::Relaxed);
-        self.changed.notify_one();
-    }
-
-    fn must_make_room(&self) -> bool {
-        self.make_room.load(Ordering::Relaxed)
+        self.must_make_room.store(true, Ordering::Relaxed);
+        self.make_room.notify_one();
     }
 
     fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
@@ -303,6 +302,14 @@ impl Activity {
             Phase::ReceivingHeader(since) => Some(since + limits.header_timeout),
             Phase::Busy => None,
         }
+    }
+
+    /// When to check again: the current phase's deadline, but no later than
+    /// [`ConnectionLimits::shortest`] from now, the soonest a phase that
+    /// begins after this check can expire.
+    fn next_check(&self, limits: &ConnectionLimits) -> Instant {
+        let latest = Instant::now() + limits.shortest();
+        self.deadline(limits).map_or(latest, |deadline| deadline.min(latest))
     }
 
     /// Which deadline has passed, if one has.
