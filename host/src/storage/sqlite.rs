@@ -127,16 +127,12 @@ impl Backend for Sqlite {
 
     async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         let mut conn = self.connection_for(sql).await?;
-        let rows = sql::query::<Self, _>(conn.ready().await?, sql, params).await;
-        conn.release().await;
-        rows
+        sql::query::<Self, _>(conn.ready().await?, sql, params).await
     }
 
     async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         let mut conn = self.connection_for(sql).await?;
-        let affected = sql::execute::<Self, _>(conn.ready().await?, sql, params).await;
-        conn.release().await;
-        affected
+        sql::execute::<Self, _>(conn.ready().await?, sql, params).await
     }
 
     async fn begin(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
@@ -205,27 +201,6 @@ impl Statement {
             Statement::Write(writer) => writer.ready().await,
         }
     }
-
-    /// Give the connection back, so that the next statement waiting for it
-    /// starts now: see [`yield_after`].
-    async fn release(self) {
-        match self {
-            Statement::Read(conn) => yield_after(conn).await,
-            Statement::Write(writer) => yield_after(writer).await,
-        }
-    }
-}
-
-/// Drop `held` (a reader or the writer) and yield. Whoever waited for it is
-/// woken into this worker thread's next-task slot, which no other thread
-/// may take: without the yield it ran only after the rest of this request
-/// (the guest's answer, the instance's teardown, the response write), all
-/// of it inside the next statement's wait and, for the writer, inside every
-/// write's turn. Measured with bench/ab: POST +30% req/s, GET by id +8%
-/// (docs/performance.md).
-async fn yield_after<T>(held: T) {
-    drop(held);
-    tokio::task::yield_now().await;
 }
 
 impl Transaction {
@@ -257,7 +232,6 @@ impl BackendTransaction for Transaction {
                 if committed.is_ok() {
                     writer.in_transaction = false;
                 }
-                yield_after(writer).await;
                 committed.map(drop)
             }
             Transaction::Snapshot(tx) => tx.commit().await.map_err(Sqlite::classify),
