@@ -152,10 +152,7 @@ async fn a_bug_in_a_handlers_sql_is_a_500_that_reveals_nothing() {
 /// A statement that fails with `sqlstate` when the sequence `attempts`, bumped
 /// by every run (sequences ignore rollbacks), is at most `failing_runs`.
 fn fail_first_runs(sqlstate: &str, failing_runs: u32) -> String {
-    format!(
-        "DO $$ BEGIN IF nextval('attempts') <= {failing_runs} THEN \
-         RAISE EXCEPTION 'provoked' USING ERRCODE = '{sqlstate}'; END IF; END $$"
-    )
+    format!("SELECT provoke('{sqlstate}', {failing_runs})")
 }
 
 /// Run the statement of [`fail_first_runs`] (in a transaction or not).
@@ -182,7 +179,18 @@ fn postgres_server(env: &[(&str, &str)]) -> Server {
     }
     let s = builder.start();
     assert!(postgres(&s), "set PETSTORE_TEST_POSTGRES (scripts/test does) to run the PostgreSQL tests");
-    psql(&s, "CREATE SEQUENCE attempts");
+    // What the component runs to fail on purpose: made by the database's
+    // owner and granted, since components may create nothing themselves.
+    let component = crate::support::COMPONENT_ROLE;
+    psql(
+        &s,
+        &format!(
+            "CREATE SEQUENCE attempts; GRANT USAGE ON SEQUENCE attempts TO {component}; \
+             CREATE FUNCTION provoke(code text, failing int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN \
+             IF nextval('attempts') <= failing THEN RAISE EXCEPTION 'provoked' USING ERRCODE = code; END IF; END $$; \
+             GRANT EXECUTE ON FUNCTION provoke(text, int) TO {component}"
+        ),
+    );
     s
 }
 

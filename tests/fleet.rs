@@ -16,7 +16,10 @@ use serde_json::{Value, json};
 
 use crate::support::{Pg, Server, create_postgres_database, eventually, fresh_database, test_component};
 
-const TOKEN: &str = "fleet-token";
+/// Long enough for staging and production (32 bytes or more).
+const TOKEN: &str = "fleet-token-fleet-token-fleet-token";
+/// The fleet's artifact key: hosts that share it share compiled artifacts.
+const ARTIFACT_KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
 /// How often hosts check the registry in these tests (their heartbeat).
 const SYNC_MS: &str = "500";
 
@@ -25,6 +28,7 @@ fn host(name: &str, database: &str, extra: &[(&str, &str)]) -> Server {
         .with_test_component("/api/v1/versioned", "version_a.wasm", "versioned")
         .database(database)
         .env("ADMIN_TOKEN", TOKEN)
+        .env("COMPONENT_ARTIFACT_KEY", ARTIFACT_KEY)
         .env("POD_NAME", name)
         .env("COMPONENT_SYNC_MS", SYNC_MS);
     for (k, v) in extra {
@@ -196,9 +200,11 @@ fn key_pair() -> (String, minisign::SecretKey) {
     (pair.pk.to_base64(), pair.sk)
 }
 
-/// The header value carrying `bytes`' signature by `secret`.
+/// The header value carrying `bytes`' signature by `secret`, for version 1
+/// of `versioned` in production.
 fn signature(secret: &minisign::SecretKey, bytes: &[u8]) -> String {
-    let signed = minisign::sign(None, secret, std::io::Cursor::new(bytes), None, None).expect("sign");
+    let comment = "petstore component=versioned environment=production version=1";
+    let signed = minisign::sign(None, secret, std::io::Cursor::new(bytes), Some(comment), None).expect("sign");
     base64::engine::general_purpose::STANDARD.encode(signed.to_string())
 }
 
@@ -241,7 +247,7 @@ async fn the_database_failing_during_an_upload_changes_nothing() {
     let pg = Pg::create(true);
     let (a, b) = (host("host-a", &pg.url(), &[]), host("host-b", &pg.url(), &[]));
     all_serve(&[&a, &b], "version-a", Duration::from_secs(10)).await;
-    let active_before = pg.psql("SELECT digest FROM component_active WHERE name = 'versioned'");
+    let active_before = pg.psql("SELECT digest FROM petstore_registry.component_active WHERE name = 'versioned'");
 
     pg.stop();
     let put = a.upload_component("versioned", test_component("version_b.wasm"), Some(TOKEN)).await;
@@ -254,8 +260,8 @@ async fn the_database_failing_during_an_upload_changes_nothing() {
         (a.get("/api/v1/health/ready").await.status == 200).then_some(())
     })
     .await;
-    assert_eq!(pg.psql("SELECT digest FROM component_active WHERE name = 'versioned'"), active_before);
-    assert_eq!(pg.psql("SELECT count(*) FROM component_versions WHERE name = 'versioned'"), "1", "nothing half-stored");
+    assert_eq!(pg.psql("SELECT digest FROM petstore_registry.component_active WHERE name = 'versioned'"), active_before);
+    assert_eq!(pg.psql("SELECT count(*) FROM petstore_registry.component_versions WHERE name = 'versioned'"), "1", "nothing half-stored");
     for s in [&a, &b] {
         assert_eq!(version(s).await, "version-a");
     }

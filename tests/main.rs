@@ -18,9 +18,12 @@ macro_rules! test_modules {
 }
 
 test_modules!(
+    admin,
+    artifacts,
     backup,
     crash,
     db_errors,
+    deadlines,
     edge,
     fleet,
     isolation,
@@ -30,7 +33,9 @@ test_modules!(
     postgres,
     races,
     recovery,
+    sandbox,
     shutdown,
+    signatures,
     slow_clients,
     startup,
     swap,

@@ -90,7 +90,8 @@ async fn replicas_starting_together_migrate_once() {
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn db_user_and_password_fill_in_a_url_without_credentials() {
     let pg = Pg::create(true);
-    pg.psql("CREATE ROLE app LOGIN PASSWORD 'secret'; GRANT ALL ON SCHEMA public TO app");
+    // The DBA's step, with `app` as the service's role.
+    pg.set_up_roles("app", "secret");
     let url = format!("postgres://127.0.0.1:{}/postgres", pg.port);
     let s = Server::builder().database(&url).env("DB_USER", "app").env("DB_PASSWORD", "secret").start();
     wait_for_status(&s, "/api/v1/health/ready", 200).await;
@@ -108,8 +109,9 @@ async fn tls_is_verified_against_the_ca_named_in_the_url() {
     let verified = Server::builder().database(&url("verify-full", "ca.crt")).start();
     wait_for_status(&verified, "/api/v1/health/ready", 200).await;
     assert_eq!(verified.post("/api/v1/pets", &json!({"name": "Tls", "species": "dog"})).await.status, 201);
-    let encrypted = "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'petstore'";
-    assert_eq!(pg.psql(encrypted), "t", "every connection of the host uses TLS");
+    let encrypted = "SELECT bool_and(s.ssl) || ' ' || count(DISTINCT a.application_name) FROM pg_stat_ssl s \
+                     JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'petstore%'";
+    assert_eq!(pg.psql(encrypted), "true 2", "every connection of the host (its own and its components') uses TLS");
 
     // A server certificate the given CA did not sign: the host never connects.
     let refused = Server::builder()

@@ -37,14 +37,21 @@ impl Environment {
 pub struct Config {
     /// `PORT`: the public API.
     pub port: u16,
-    /// `ADMIN_PORT`: metrics and the admin API; never exposed publicly.
+    /// `ADMIN_PORT`: the admin API; never exposed publicly.
     pub admin_port: u16,
+    /// `METRICS_PORT`: Prometheus metrics alone, so that what may scrape
+    /// them need not reach the admin API.
+    pub metrics_port: u16,
     /// `DATABASE_URL`: `sqlite://…` (default `sqlite://petstore.db`) or
     /// `postgres://…` (TLS parameters such as `sslmode` and `sslrootcert` apply).
     pub database_url: String,
     /// `DB_USER` / `DB_PASSWORD`: credentials for a PostgreSQL URL without any.
     pub db_user: Option<String>,
     pub db_password: Option<String>,
+    /// `DB_COMPONENT_USER` / `DB_COMPONENT_PASSWORD`: the PostgreSQL login
+    /// role components' statements run as (required with PostgreSQL).
+    pub db_component_user: Option<String>,
+    pub db_component_password: Option<String>,
     pub environment: Environment,
     /// `LOG_LEVEL`: `trace` … `error` (any case), or a tracing filter directive.
     pub log_level: String,
@@ -94,6 +101,10 @@ pub struct Config {
     /// every uploaded component must be signed with. Required in production
     /// when the admin API is on.
     pub component_public_key: Option<String>,
+    /// `COMPONENT_ARTIFACT_KEY` (hex) or `COMPONENT_ARTIFACT_KEY_FILE`: at
+    /// least 256 random bits that authenticate the compiled artifacts
+    /// replicas share and cache. Without it nothing compiled is shared.
+    pub component_artifact_key: Option<Vec<u8>>,
     /// `COMPONENT_VERSIONS_KEPT`: stored versions kept per component (besides
     /// the active one), for rollbacks without a re-upload.
     pub component_versions_kept: u32,
@@ -166,31 +177,35 @@ impl Config {
                 message: "ENVIRONMENT=production needs PostgreSQL; SQLite is for development".into(),
             });
         }
-        let component_public_key = match (get("COMPONENT_PUBLIC_KEY"), get("COMPONENT_PUBLIC_KEY_FILE")) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError {
-                    variable: "COMPONENT_PUBLIC_KEY",
-                    message: "give the key or COMPONENT_PUBLIC_KEY_FILE, not both".into(),
-                });
-            }
-            (Some(key), None) => Some(key),
-            (None, Some(path)) => Some(std::fs::read_to_string(&path).map_err(|e| ConfigError {
-                variable: "COMPONENT_PUBLIC_KEY_FILE",
-                message: format!("cannot read {path}: {e}"),
-            })?),
-            (None, None) => None,
-        };
+        let admin_token = get("ADMIN_TOKEN");
+        if environment != Environment::Development
+            && let Some(token) = &admin_token
+            && token.len() < MIN_ADMIN_TOKEN
+        {
+            return Err(ConfigError {
+                variable: "ADMIN_TOKEN",
+                message: format!(
+                    "{} bytes; staging and production need at least {MIN_ADMIN_TOKEN} (openssl rand -hex 32)",
+                    token.len()
+                ),
+            });
+        }
+        let component_public_key =
+            secret(&get, "COMPONENT_PUBLIC_KEY", "COMPONENT_PUBLIC_KEY_FILE")?.map(|(_, key)| key);
         if let Some(key) = &component_public_key
             && let Err(message) = crate::fleet::SignaturePolicy::from_key(Some(key))
         {
             return Err(ConfigError { variable: "COMPONENT_PUBLIC_KEY", message });
         }
-        if environment == Environment::Production && get("ADMIN_TOKEN").is_some() && component_public_key.is_none() {
+        if environment == Environment::Production && admin_token.is_some() && component_public_key.is_none() {
             return Err(ConfigError {
                 variable: "COMPONENT_PUBLIC_KEY",
                 message: "ENVIRONMENT=production with the admin API on needs the key uploads are signed with".into(),
             });
         }
+        let component_artifact_key = secret(&get, "COMPONENT_ARTIFACT_KEY", "COMPONENT_ARTIFACT_KEY_FILE")?
+            .map(|(variable, text)| artifact_key(variable, &text))
+            .transpose()?;
         let (db_user, db_password) = (get("DB_USER"), get("DB_PASSWORD"));
         if postgres && (db_user.is_some() || db_password.is_some()) && url_has_credentials(&database_url) {
             return Err(ConfigError {
@@ -201,9 +216,12 @@ impl Config {
         Ok(Config {
             port: number(&get, "PORT", 8080, 0, u16::MAX.into())? as u16,
             admin_port: number(&get, "ADMIN_PORT", 9090, 0, u16::MAX.into())? as u16,
+            metrics_port: number(&get, "METRICS_PORT", 9091, 0, u16::MAX.into())? as u16,
             database_url,
             db_user,
             db_password,
+            db_component_user: get("DB_COMPONENT_USER"),
+            db_component_password: get("DB_COMPONENT_PASSWORD"),
             environment,
             log_level,
             cors_origins,
@@ -212,7 +230,7 @@ impl Config {
             pagination_max,
             components_dir: PathBuf::from(get("COMPONENTS_DIR").unwrap_or_else(|| "components".into())),
             request_timeout: Duration::from_millis(number(&get, "REQUEST_TIMEOUT_MS", 5000, 1, 600_000)?.into()),
-            admin_token: get("ADMIN_TOKEN"),
+            admin_token,
             db_pool_size: number(&get, "DB_POOL_SIZE", 8, 1, 1000)?,
             db_acquire_timeout: Duration::from_millis(number(&get, "DB_ACQUIRE_TIMEOUT_MS", 3000, 1, 600_000)?.into()),
             db_statement_timeout: Duration::from_millis(
@@ -229,6 +247,7 @@ impl Config {
             body_timeout: millis(&get, "BODY_TIMEOUT_MS", 10_000)?,
             keepalive_timeout: millis(&get, "KEEPALIVE_TIMEOUT_MS", 75_000)?,
             component_public_key,
+            component_artifact_key,
             component_versions_kept: number(&get, "COMPONENT_VERSIONS_KEPT", 5, 1, 1000)?,
             component_sync: millis(&get, "COMPONENT_SYNC_MS", 5_000)?,
             component_cache_dir: PathBuf::from(
@@ -239,6 +258,50 @@ impl Config {
                 format!("{host}-{}", std::process::id())
             }),
         })
+    }
+}
+
+/// The shortest admin token staging and production accept (bytes).
+const MIN_ADMIN_TOKEN: usize = 32;
+
+/// The shortest artifact key accepted (bytes): 256 bits.
+const MIN_ARTIFACT_KEY: usize = 32;
+
+/// A secret given as `VARIABLE` or as a file named by `VARIABLE_FILE` (a
+/// mounted Secret), not both: which variable it came from, and its text.
+fn secret(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    file_variable: &'static str,
+) -> Result<Option<(&'static str, String)>, ConfigError> {
+    match (get(variable), get(file_variable)) {
+        (Some(_), Some(_)) => Err(ConfigError { variable, message: format!("give it or {file_variable}, not both") }),
+        (Some(text), None) => Ok(Some((variable, text))),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|text| Some((file_variable, text)))
+            .map_err(|e| ConfigError { variable: file_variable, message: format!("cannot read {path}: {e}") }),
+        (None, None) => Ok(None),
+    }
+}
+
+/// An artifact key: hex, at least [`MIN_ARTIFACT_KEY`] bytes.
+fn artifact_key(variable: &'static str, text: &str) -> Result<Vec<u8>, ConfigError> {
+    let text = text.trim();
+    let key: Option<Vec<u8>> = text
+        .len()
+        .is_multiple_of(2)
+        .then(|| (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect())
+        .flatten();
+    match key {
+        Some(key) if key.len() >= MIN_ARTIFACT_KEY => Ok(key),
+        Some(key) => Err(ConfigError {
+            variable,
+            message: format!(
+                "{} bytes; at least {MIN_ARTIFACT_KEY} random bytes are needed (openssl rand -hex 32)",
+                key.len()
+            ),
+        }),
+        None => Err(ConfigError { variable, message: "is not hex (openssl rand -hex 32)".into() }),
     }
 }
 
@@ -294,7 +357,7 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let c = config(&[]).unwrap();
-        assert_eq!((c.port, c.admin_port), (8080, 9090));
+        assert_eq!((c.port, c.admin_port, c.metrics_port), (8080, 9090, 9091));
         assert_eq!((c.pagination_limit, c.pagination_max), (20, 100));
         assert_eq!(c.request_timeout, Duration::from_millis(5000));
         assert_eq!(
@@ -349,13 +412,43 @@ mod tests {
 
     #[test]
     fn production_with_the_admin_api_needs_a_signing_key() {
-        let production = [("ENVIRONMENT", "production"), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", "t")];
+        let token = "t".repeat(32);
+        let production = [("ENVIRONMENT", "production"), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", &token)];
         assert_eq!(config(&production).unwrap_err().variable, "COMPONENT_PUBLIC_KEY");
         let junk = [("COMPONENT_PUBLIC_KEY", "not a key")];
         assert_eq!(config(&junk).unwrap_err().variable, "COMPONENT_PUBLIC_KEY");
         let missing = [("COMPONENT_PUBLIC_KEY_FILE", "/nonexistent/key.pub")];
         assert_eq!(config(&missing).unwrap_err().variable, "COMPONENT_PUBLIC_KEY_FILE");
         assert_eq!(config(&[("POD_NAME", "petstore-7d9f-abcde")]).unwrap().replica_id, "petstore-7d9f-abcde");
+    }
+
+    #[test]
+    fn staging_and_production_refuse_a_short_admin_token() {
+        let short = "t".repeat(31);
+        for environment in ["staging", "production"] {
+            let vars =
+                [("ENVIRONMENT", environment), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", short.as_str())];
+            assert_eq!(config(&vars).unwrap_err().variable, "ADMIN_TOKEN", "{environment}");
+        }
+        let long = "t".repeat(32);
+        assert!(
+            config(&[("ENVIRONMENT", "staging"), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", &long)]).is_ok()
+        );
+        assert!(config(&[("ADMIN_TOKEN", "dev")]).is_ok(), "development takes any token");
+    }
+
+    #[test]
+    fn the_artifact_key_is_256_random_bits_in_hex() {
+        let key = "ab".repeat(32);
+        assert_eq!(config(&[("COMPONENT_ARTIFACT_KEY", &key)]).unwrap().component_artifact_key, Some(vec![0xab; 32]));
+        for bad in ["ab".repeat(31), "zz".repeat(32), "abc".into()] {
+            assert_eq!(config(&[("COMPONENT_ARTIFACT_KEY", &bad)]).unwrap_err().variable, "COMPONENT_ARTIFACT_KEY");
+        }
+        let both = [("COMPONENT_ARTIFACT_KEY", key.as_str()), ("COMPONENT_ARTIFACT_KEY_FILE", "/k")];
+        assert_eq!(config(&both).unwrap_err().variable, "COMPONENT_ARTIFACT_KEY");
+        let missing = [("COMPONENT_ARTIFACT_KEY_FILE", "/nonexistent/key")];
+        assert_eq!(config(&missing).unwrap_err().variable, "COMPONENT_ARTIFACT_KEY_FILE");
+        assert_eq!(config(&[]).unwrap().component_artifact_key, None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! [`Service::serve`] serves the public and admin ports until a graceful
 //! shutdown (see [`crate::shutdown`]) has drained them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,11 +13,11 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::fleet::{self, Fleet, SignaturePolicy};
 use crate::host_api::{HandlerSettings, Shared};
-use crate::http::{self, Admin, App, ConnectionLimits, CorsOrigins};
+use crate::http::{self, Admin, App, ConnectionLimits, CorsOrigins, MetricsPort, Throttle};
 use crate::routing::RouteTable;
 use crate::runtime::{PoolLimits, Runtime};
 use crate::shutdown::{self, Phase, Shutdown, ShutdownState, Signals};
-use crate::storage::{self, ConnectOptions, Database};
+use crate::storage::{self, ComponentAccess, ConnectOptions, Database, Databases, Grant};
 use crate::telemetry::Metrics;
 
 /// A service ready to serve.
@@ -29,6 +30,7 @@ pub struct Service {
     files: Vec<(String, std::path::PathBuf)>,
     public: (TcpListener, axum::Router),
     admin: (TcpListener, axum::Router),
+    metrics_port: (TcpListener, axum::Router),
     shutdown: (Shutdown, ShutdownState),
 }
 
@@ -39,12 +41,27 @@ impl Service {
         let signals = Signals::install()?;
         let (driver, shutdown) = shutdown::channel();
         let metrics = Arc::new(Metrics::new()?);
-        let database = Database::open(&config.database_url, &connect_options(&config))
-            .await
-            .with_context(|| format!("cannot open the database at {}", storage::redact(&config.database_url)))?;
         let routes = Arc::new(RouteTable::load(&config.components_dir)?);
+        let grants: HashMap<String, Arc<Grant>> = routes
+            .components()
+            .into_iter()
+            .map(|(name, _)| {
+                let grant = Grant::new(&name, routes.tables_of(&name));
+                (name, Arc::new(grant))
+            })
+            .collect();
+        let access = ComponentAccess {
+            user: config.db_component_user.clone(),
+            password: config.db_component_password.clone(),
+            grants: grants.values().map(|g| (**g).clone()).collect(),
+        };
+        let Databases { data: database, registry } =
+            Database::open(&config.database_url, &connect_options(&config, Some(access)))
+                .await
+                .with_context(|| format!("cannot open the database at {}", storage::redact(&config.database_url)))?;
         let shared = Arc::new(Shared {
             database: database.clone(),
+            grants,
             settings: HandlerSettings {
                 api_version: config.api_version.clone(),
                 pagination_limit: config.pagination_limit,
@@ -62,7 +79,8 @@ impl Service {
         })
         .await??;
         let runtime = Arc::new(runtime);
-        let fleet = Arc::new(Fleet::new(database.clone(), runtime.clone(), fleet_settings(&config)?, image(&files)?));
+        let fleet =
+            Arc::new(Fleet::new(registry, runtime.clone(), fleet_settings(&config)?, image(&files)?, metrics.clone())?);
         for route in routes.routes() {
             tracing::info!(prefix = route.prefix, component = route.component, "route loaded");
         }
@@ -88,22 +106,46 @@ impl Service {
         let admin = http::admin_router(Arc::new(Admin {
             runtime: runtime.clone(),
             fleet: fleet.clone(),
-            database,
             routes,
             metrics: metrics.clone(),
             token: config.admin_token.clone(),
+            body_timeout: config.body_timeout,
+            throttle: Throttle::default(),
         }));
+        let metrics_router = http::metrics_router(Arc::new(MetricsPort { metrics: metrics.clone(), database }));
         let public = (listen(config.port).await?, public);
         let admin = (listen(config.admin_port).await?, admin);
-        Ok(Service { config, signals, metrics, fleet, files, public, admin, shutdown: (driver, shutdown) })
+        let metrics_port = (listen(config.metrics_port).await?, metrics_router);
+        Ok(Service {
+            config,
+            signals,
+            metrics,
+            fleet,
+            files,
+            public,
+            admin,
+            metrics_port,
+            shutdown: (driver, shutdown),
+        })
     }
 
     /// Serve until a signal's graceful shutdown has drained the public port.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Service { config, signals, metrics, fleet, files, public, admin, shutdown: (driver, shutdown) } = self;
+        let Service {
+            config,
+            signals,
+            metrics,
+            fleet,
+            files,
+            public,
+            admin,
+            metrics_port,
+            shutdown: (driver, shutdown),
+        } = self;
         tracing::info!(
             addr = %public.0.local_addr()?,
             admin_addr = %admin.0.local_addr()?,
+            metrics_addr = %metrics_port.0.local_addr()?,
             admin_api = config.admin_token.is_some(),
             "listening"
         );
@@ -117,6 +159,9 @@ impl Service {
         let watcher = config.components_watch.then(|| tokio::spawn(fleet::watch_files(fleet.clone(), files)));
         let never = std::future::pending();
         let admin_server = tokio::spawn(http::serve(admin.0, "admin", admin.1, limits, metrics.clone(), never));
+        let never = std::future::pending();
+        let metrics_server =
+            tokio::spawn(http::serve(metrics_port.0, "metrics", metrics_port.1, limits, metrics.clone(), never));
 
         signals.drive(config.shutdown_grace, driver);
         let closing = shutdown.clone().reached(Phase::Closing);
@@ -134,6 +179,7 @@ impl Service {
             }
         }
         admin_server.abort();
+        metrics_server.abort();
         syncing.abort();
         if let Some(watcher) = watcher {
             watcher.abort();
@@ -147,11 +193,12 @@ fn fleet_settings(config: &Config) -> anyhow::Result<fleet::Settings> {
     let policy = SignaturePolicy::from_key(config.component_public_key.as_deref()).map_err(anyhow::Error::msg)?;
     Ok(fleet::Settings {
         replica: config.replica_id.clone(),
+        environment: config.environment.as_str().to_string(),
         policy,
         cache_dir: config.component_cache_dir.clone(),
         versions_kept: config.component_versions_kept,
         sync_every: config.component_sync,
-        artifact_key: config.admin_token.as_deref().and_then(fleet::ArtifactKey::new),
+        artifact_key: config.component_artifact_key.as_deref().map(fleet::ArtifactKey::new),
     })
 }
 
@@ -165,8 +212,11 @@ fn image(files: &[(String, std::path::PathBuf)]) -> anyhow::Result<std::collecti
         .collect()
 }
 
-fn connect_options(config: &Config) -> ConnectOptions {
+/// How to connect; `components`: how components reach the database (`None`
+/// for the commands that run none).
+pub fn connect_options(config: &Config, components: Option<ComponentAccess>) -> ConnectOptions {
     ConnectOptions {
+        components,
         max_connections: config.db_pool_size,
         acquire_timeout: config.db_acquire_timeout,
         statement_timeout: config.db_statement_timeout,
@@ -183,14 +233,14 @@ pub fn pool_limits(config: &Config) -> PoolLimits {
     }
 }
 
-/// Make sure the process may open a descriptor for every connection on both
-/// ports, the database pool and its own files: raise the soft limit toward
+/// Make sure the process may open a descriptor for every connection on the
+/// three ports, the database pools and its own files: raise the soft limit toward
 /// the hard one if needed, and say so when even that is not enough (accepts
 /// would then fail with EMFILE before the cap is reached).
 fn ensure_descriptors(max_connections: u32, db_pool_size: u32) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     const OWN_FILES: u64 = 64;
-    let needed = 2 * u64::from(max_connections) + u64::from(db_pool_size) + OWN_FILES;
+    let needed = 3 * u64::from(max_connections) + 2 * u64::from(db_pool_size) + OWN_FILES;
     let limit = getrlimit(Resource::Nofile);
     let current = limit.current.unwrap_or(u64::MAX);
     if current >= needed {

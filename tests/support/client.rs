@@ -1,5 +1,5 @@
 //! Talking to the server under test: requests, the answers read whole, and
-//! the admin port's metrics.
+//! the metrics port's metrics.
 
 use serde_json::Value;
 
@@ -10,7 +10,7 @@ impl Server {
     pub async fn metrics(&self) -> std::collections::HashMap<String, f64> {
         // A connection of its own each time: a pooled one may be closed by
         // the server's keep-alive timeout just as it is reused.
-        let scrape = self.client.get(self.admin_url("/metrics")).header("connection", "close").send();
+        let scrape = self.client.get(self.metrics_url("/metrics")).header("connection", "close").send();
         let text = scrape.await.expect("scrape").text().await.expect("text");
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -37,6 +37,8 @@ pub fn start(image: &str, env: &[(String, String)], dir: Arc<tempfile::TempDir>,
         "127.0.0.1::8080".into(),
         "-p".into(),
         "127.0.0.1::9090".into(),
+        "-p".into(),
+        "127.0.0.1::9091".into(),
         "-v".into(),
         format!("{}:/components:ro", components.display()),
         "-e".into(),
@@ -54,7 +56,7 @@ pub fn start(image: &str, env: &[(String, String)], dir: Arc<tempfile::TempDir>,
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let mut logs_child =
         podman().args(["logs", "-f", &id]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("podman logs");
-    let (_, _, logs) = read_until_listening(&mut logs_child);
+    let (_, logs) = read_until_listening(&mut logs_child);
     let published = |inner: &str| -> u16 {
         let out = podman().args(["port", &id, inner]).output().expect("podman port");
         String::from_utf8_lossy(&out.stdout)
@@ -64,12 +66,13 @@ pub fn start(image: &str, env: &[(String, String)], dir: Arc<tempfile::TempDir>,
             .and_then(|p| p.parse().ok())
             .expect("published port")
     };
-    let (port, admin_port) = (published("8080"), published("9090"));
+    let (port, admin_port, metrics_port) = (published("8080"), published("9090"), published("9091"));
     Server {
         process: Process::Container { id, logs: logs_child },
         base: format!("http://127.0.0.1:{port}"),
         port,
         admin_port,
+        metrics_port,
         logs,
         dir,
         database_url: "sqlite:///data/petstore.db".into(),

@@ -11,8 +11,10 @@ mod server;
 use std::time::{Duration, Instant};
 
 pub use client::Answer;
-pub use pg::Pg;
-pub use server::{Server, binary, built_components, create_postgres_database, fresh_database, test_component};
+pub use pg::{COMPONENT_ROLE, Pg};
+pub use server::{
+    Server, ServerBuilder, binary, built_components, create_postgres_database, fresh_database, test_component,
+};
 
 /// Poll `check` until it answers `Some`, and return that; fail the test,
 /// naming `what`, if it has not within `within`.

@@ -118,17 +118,22 @@ impl ServerBuilder {
             .env("COMPONENTS_DIR", &components)
             // Compiled components are cached per server, as per pod.
             .env("COMPONENT_CACHE_DIR", dir.path().join("component-cache"))
+            .env("METRICS_PORT", "0")
             .env("LOG_LEVEL", "info");
+        if database_url.starts_with("postgres") {
+            cmd.env("DB_COMPONENT_USER", super::pg::COMPONENT_ROLE);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn petstore");
-        let (port, admin_port, logs) = read_until_listening(&mut child);
+        let (ports, logs) = read_until_listening(&mut child);
         Server {
             process: Process::Local(child),
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            admin_port,
+            base: format!("http://127.0.0.1:{}", ports.public),
+            port: ports.public,
+            admin_port: ports.admin,
+            metrics_port: ports.metrics,
             logs,
             dir,
             database_url,
@@ -143,9 +148,16 @@ pub fn binary() -> PathBuf {
     std::env::var_os("PETSTORE_TEST_BINARY").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_petstore").into())
 }
 
+/// Where a server listens.
+pub(super) struct Ports {
+    pub public: u16,
+    pub admin: u16,
+    pub metrics: u16,
+}
+
 /// Read the host's log lines (stdout of `child`) until it says where it
 /// listens; keep collecting them afterwards.
-pub(super) fn read_until_listening(child: &mut Child) -> (u16, u16, Arc<Mutex<Vec<String>>>) {
+pub(super) fn read_until_listening(child: &mut Child) -> (Ports, Arc<Mutex<Vec<String>>>) {
     {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -157,7 +169,7 @@ pub(super) fn read_until_listening(child: &mut Child) -> (u16, u16, Arc<Mutex<Ve
                     && v["message"] == "listening"
                 {
                     let port = |key: &str| v[key].as_str().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
-                    let _ = tx.send((port("addr"), port("admin_addr")));
+                    let _ = tx.send((port("addr"), port("admin_addr"), port("metrics_addr")));
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -171,14 +183,14 @@ pub(super) fn read_until_listening(child: &mut Child) -> (u16, u16, Arc<Mutex<Ve
                 err_sink.lock().unwrap().push('\n');
             }
         });
-        let (port, admin_port) = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((Some(port), Some(admin_port))) => (port, admin_port),
+        let ports = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((Some(public), Some(admin), Some(metrics))) => Ports { public, admin, metrics },
             _ => {
                 let _ = child.kill();
                 panic!("petstore did not start: {}\n{}", errors.lock().unwrap(), logs.lock().unwrap().join("\n"));
             }
         };
-        (port, admin_port, logs)
+        (ports, logs)
     }
 }
 
@@ -197,8 +209,9 @@ pub fn fresh_database(dir: &Path) -> String {
     }
 }
 
-/// Create a uniquely named database on the PostgreSQL server at `base`
-/// (a URL ending in a database name) and return its URL.
+/// Create a uniquely named database on the PostgreSQL server at `base` (a
+/// superuser's URL ending in a database name), set up as the DBA would
+/// (super::pg::set_up_roles), and return the service's URL of it.
 pub fn create_postgres_database(base: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -206,7 +219,10 @@ pub fn create_postgres_database(base: &str) -> String {
     let out = Command::new("psql").arg(base).arg("-qc").arg(format!("CREATE DATABASE {name}")).output().expect("psql");
     assert!(out.status.success(), "CREATE DATABASE: {}", String::from_utf8_lossy(&out.stderr));
     let (server, _) = base.rsplit_once('/').expect("a database URL");
-    format!("{server}/{name}")
+    super::pg::set_up_roles(&format!("{server}/{name}"), &name, super::pg::APP_ROLE, "");
+    let (scheme, rest) = server.split_once("://").expect("a URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{}@{host}/{name}", super::pg::APP_ROLE)
 }
 
 fn lay_out_components(to: &Path, test_routes: &[(String, String, String)]) {
@@ -215,12 +231,27 @@ fn lay_out_components(to: &Path, test_routes: &[(String, String, String)]) {
     for file in ["pets.wasm", "orders.wasm"] {
         std::fs::copy(from.join(file), to.join(file)).expect("copy component");
     }
-    let mut routes = std::fs::read_to_string(from.join("routes.toml")).expect("routes.toml");
+    let text = std::fs::read_to_string(from.join("routes.toml")).expect("routes.toml");
+    let mut routes: toml::Table = toml::from_str(&text).expect("routes.toml is TOML");
     for (prefix, file, name) in test_routes {
         std::fs::copy(from.join("testing").join(file), to.join(format!("{name}.wasm"))).expect("copy test component");
-        routes.push_str(&format!("\"{prefix}\" = \"{name}.wasm\"\n"));
+        if let Some(entries) = section(&mut routes, "routes") {
+            entries.insert(prefix.clone(), format!("{name}.wasm").into());
+        }
+        // Test components may use the service's tables (SQLite checks the
+        // foreign keys of pets against orders for whoever writes it), and
+        // nothing else: the catalog, the host's tables and the registry
+        // stay out of reach, which the sandbox tests attack.
+        if let Some(entries) = section(&mut routes, "tables") {
+            entries.insert(name.clone(), toml::Value::Array(["pets", "pet_tags", "orders"].map(Into::into).into()));
+        }
     }
-    std::fs::write(to.join("routes.toml"), routes).expect("write routes.toml");
+    std::fs::write(to.join("routes.toml"), toml::to_string(&routes).expect("TOML")).expect("write routes.toml");
+}
+
+/// The TOML table `key` of `file`, made if missing.
+fn section<'a>(file: &'a mut toml::Table, key: &str) -> Option<&'a mut toml::Table> {
+    file.entry(key).or_insert_with(|| toml::Table::new().into()).as_table_mut()
 }
 
 /// A built test component's bytes (build/components/testing/FILE).
@@ -234,6 +265,7 @@ pub struct Server {
     pub base: String,
     pub port: u16,
     pub admin_port: u16,
+    pub metrics_port: u16,
     pub(super) logs: Arc<Mutex<Vec<String>>>,
     pub(super) dir: Arc<tempfile::TempDir>,
     pub database_url: String,
@@ -278,6 +310,10 @@ impl Server {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.metrics_port, path)
     }
 
     /// The components folder this server reads.

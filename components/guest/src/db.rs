@@ -78,13 +78,15 @@ pub fn commit(tx: Transaction) -> Result<(), ApiError> {
 /// Map a database error to the client's answer by whose fault it is:
 /// constraint violations the handler did not foresee are conflicts (409),
 /// values the database refused are the client's (422); only contention and
-/// outages answer 503, which invites a retry.
+/// outages answer 503, which invites a retry; a statement the host refused
+/// (`forbidden`) is this component's bug: 500.
 pub fn into_api_error(err: Error) -> ApiError {
     let (kind, detail) = match &err {
         Error::ConstraintViolation(d) => ("constraint_violation", d),
         Error::InvalidData(d) => ("invalid_data", d),
         Error::Busy(d) => ("busy", d),
         Error::Unavailable(d) => ("unavailable", d),
+        Error::Forbidden(d) => ("forbidden", d),
         Error::Other(d) => ("other", d),
     };
     crate::log(Level::Warn, "database error", &[("kind", kind), ("detail", detail)]);
@@ -92,7 +94,8 @@ pub fn into_api_error(err: Error) -> ApiError {
         Error::ConstraintViolation(_) => ApiError::Conflict("the change conflicts with existing data".into()),
         Error::InvalidData(_) => ApiError::InvalidData,
         Error::Busy(_) | Error::Unavailable(_) => ApiError::Unavailable,
-        Error::Other(_) => ApiError::Internal,
+        // The component's own SQL reached outside its tables: a bug here.
+        Error::Forbidden(_) | Error::Other(_) => ApiError::Internal,
     }
 }
 

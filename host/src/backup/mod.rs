@@ -104,8 +104,9 @@ async fn open(config: &Config) -> anyhow::Result<Database> {
         statement_timeout: Duration::from_secs(600),
         user: config.db_user.clone(),
         password: config.db_password.clone(),
+        components: None,
     };
-    let db = Database::open(&config.database_url, &options).await?;
+    let db = Database::open(&config.database_url, &options).await?.data;
     db.wait_ready(DATABASE_WAIT).await?;
     Ok(db)
 }

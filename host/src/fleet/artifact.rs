@@ -1,25 +1,36 @@
-//! Compiled artifacts shared through the registry: the replica that takes
-//! an upload has compiled it already, and the others of the same image load
-//! its artifact (milliseconds) instead of compiling again (hundreds of
-//! milliseconds), so a rollout reaches the fleet in about one compile.
-//!
-//! An artifact is native code, so it is loaded only when its HMAC-SHA256,
-//! keyed with the fleet's admin token (which the database does not hold),
-//! proves a replica of this fleet made it for exactly these bytes. wasmtime
-//! then refuses one from another engine version or configuration, and the
-//! replica compiles instead.
+//! The key that vouches for compiled components. An artifact is native
+//! code: a replica loads one, from the registry (another replica of the
+//! fleet compiled it) or from its own cache, only when its HMAC-SHA256 under
+//! this key proves that a replica holding the key made it, for exactly
+//! that component's bytes. The key is 256 random bits of its own
+//! (`COMPONENT_ARTIFACT_KEY`), never the admin token, and the database does
+//! not hold it: whoever can write the registry cannot forge an artifact.
+//! wasmtime then also refuses an artifact of another engine version or
+//! configuration, and the replica compiles instead.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// What a fleet signs its artifacts with: HMAC keyed with `ADMIN_TOKEN`.
+/// The MAC's length in bytes.
+pub const MAC_LEN: usize = 32;
+
 #[derive(Clone)]
 pub struct ArtifactKey(Hmac<Sha256>);
 
 impl ArtifactKey {
-    /// `None` only if HMAC refused the key, which it does for no length.
-    pub fn new(admin_token: &str) -> Option<ArtifactKey> {
-        <Hmac<Sha256> as Mac>::new_from_slice(admin_token.as_bytes()).ok().map(ArtifactKey)
+    /// The fleet's key (the configuration has checked its length).
+    pub fn new(key: &[u8]) -> ArtifactKey {
+        ArtifactKey(
+            <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length")),
+        )
+    }
+
+    /// A key of this process's own, for a cache that only it will read.
+    pub fn random() -> Result<ArtifactKey, getrandom::Error> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key)?;
+        Ok(ArtifactKey::new(&key))
     }
 
     fn mac(&self, name: &str, digest: &str, artifact: &[u8]) -> Hmac<Sha256> {
@@ -30,16 +41,25 @@ impl ArtifactKey {
         mac
     }
 
-    /// The MAC to store beside `artifact`, hex.
-    pub fn sign(&self, name: &str, digest: &str, artifact: &[u8]) -> String {
-        self.mac(name, digest, artifact).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    /// The MAC of `artifact`, made for `name`'s version `digest`.
+    pub fn sign(&self, name: &str, digest: &str, artifact: &[u8]) -> [u8; MAC_LEN] {
+        self.mac(name, digest, artifact).finalize().into_bytes().into()
     }
 
-    /// Whether `mac` (hex) is this fleet's for `artifact` of `name`'s `digest`
+    /// The MAC as hex, as the registry stores it.
+    pub fn sign_hex(&self, name: &str, digest: &str, artifact: &[u8]) -> String {
+        self.sign(name, digest, artifact).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `mac` is this key's for `artifact` of `name`'s `digest`
     /// (compared in constant time).
-    pub fn verify(&self, name: &str, digest: &str, artifact: &[u8], mac: &str) -> bool {
-        let Some(expected) = hex(mac) else { return false };
-        self.mac(name, digest, artifact).verify_slice(&expected).is_ok()
+    pub fn verify(&self, name: &str, digest: &str, artifact: &[u8], mac: &[u8]) -> bool {
+        self.mac(name, digest, artifact).verify_slice(mac).is_ok()
+    }
+
+    /// [`ArtifactKey::verify`] for a MAC in hex.
+    pub fn verify_hex(&self, name: &str, digest: &str, artifact: &[u8], mac: &str) -> bool {
+        hex(mac).is_some_and(|mac| self.verify(name, digest, artifact, &mac))
     }
 }
 
@@ -56,13 +76,14 @@ mod tests {
 
     #[test]
     fn only_the_fleets_key_and_the_exact_artifact_verify() {
-        let key = ArtifactKey::new("token").expect("key");
-        let mac = key.sign("pets", "abc", b"code");
-        assert!(key.verify("pets", "abc", b"code", &mac));
-        assert!(!key.verify("pets", "abc", b"other code", &mac));
-        assert!(!key.verify("pets", "abd", b"code", &mac), "another version's");
-        assert!(!key.verify("orders", "abc", b"code", &mac), "another component's");
-        assert!(!ArtifactKey::new("other token").expect("key").verify("pets", "abc", b"code", &mac));
-        assert!(!key.verify("pets", "abc", b"code", "zz"));
+        let key = ArtifactKey::new(&[7; 32]);
+        let mac = key.sign_hex("pets", "abc", b"code");
+        assert!(key.verify_hex("pets", "abc", b"code", &mac));
+        assert!(!key.verify_hex("pets", "abc", b"other code", &mac));
+        assert!(!key.verify_hex("pets", "abd", b"code", &mac), "another version's");
+        assert!(!key.verify_hex("orders", "abc", b"code", &mac), "another component's");
+        assert!(!ArtifactKey::new(&[8; 32]).verify_hex("pets", "abc", b"code", &mac), "another fleet's key");
+        assert!(!ArtifactKey::random().expect("random").verify_hex("pets", "abc", b"code", &mac));
+        assert!(!key.verify_hex("pets", "abc", b"code", "zz"));
     }
 }

@@ -2,23 +2,32 @@
 //! own database is the truth: which versions of each component exist, and
 //! which one is active. Every replica converges on it:
 //!
-//! - [`Fleet::publish`] (an upload on any replica): check the signature,
-//!   compile and type-check, then store and activate in one transaction that
-//!   also wakes every replica (PostgreSQL `NOTIFY`), then swap here;
-//! - [`Fleet::run`] (on every replica): on each wake-up, and every
+//! - `publish.rs` (an upload or a rollback on any replica): check the
+//!   signature and what it says (component, environment, version), compile,
+//!   store and activate in one transaction that also wakes every replica
+//!   (PostgreSQL `NOTIFY`), then swap here;
+//! - `sync.rs` (on every replica): on each wake-up, and every
 //!   `COMPONENT_SYNC_MS` as the safety net, load what is active and not yet
-//!   served (from the cache of compiled artifacts when it can), swap it in,
-//!   and report what it runs with a heartbeat. A version it cannot load is
-//!   reported as failed, and the running one keeps serving.
+//!   served, swap it in, and report what it runs with a heartbeat. A version
+//!   it cannot load (or whose signature does not hold) is reported as
+//!   failed, and the running one keeps serving;
+//! - `load.rs`: from this pod's cache, from an artifact another replica
+//!   shared, or by compiling: native code only when the fleet's artifact
+//!   key vouches for it (`artifact.rs`, `cache.rs`).
 //!
 //! At start a replica serves its image's components; the first time a
 //! component is seen they seed the registry, and after that the registry's
-//! active version wins.
+//! active version wins, also over a newer image (see docs/security.md:
+//! components change through the registry, never behind its back).
 
 mod artifact;
+mod cache;
 mod file_watch;
+mod load;
+mod publish;
 mod registry;
 mod signature;
+mod sync;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,19 +42,21 @@ pub use file_watch::watch_files;
 pub use registry::{Registry, Report, Version};
 pub use signature::{SignatureError, SignaturePolicy, from_header as signature_from_header};
 
-use crate::runtime::{LoadedComponent, Runtime, SwapError, cached_artifact_path, sha256_hex, write_artifact};
+use self::cache::Cache;
+use crate::runtime::{Runtime, SwapError, sha256_hex};
 use crate::storage::{Database, DbError};
-
-/// While the registry has not been read once (the database is starting),
-/// how soon to try again.
-const FIRST_SYNC_RETRY: Duration = Duration::from_millis(250);
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Error)]
 pub enum FleetError {
     #[error("no routed component is named {0:?}")]
     Unknown(String),
     #[error(transparent)]
-    Signature(#[from] SignatureError),
+    Signature(SignatureError),
+    /// A signed version older than the highest activated, or one that names
+    /// other bytes: a downgrade or a replay.
+    #[error(transparent)]
+    Stale(SignatureError),
     #[error("the component was refused and the running version keeps serving: {0}")]
     Refused(String),
     #[error("no stored version of {name} has the digest {digest}")]
@@ -63,15 +74,33 @@ impl From<SwapError> for FleetError {
     }
 }
 
+impl From<SignatureError> for FleetError {
+    fn from(err: SignatureError) -> Self {
+        FleetError::Signature(err)
+    }
+}
+
+impl From<registry::PublishError> for FleetError {
+    fn from(err: registry::PublishError) -> Self {
+        match err {
+            registry::PublishError::Stale(err) => FleetError::Stale(err),
+            registry::PublishError::Database(err) => FleetError::Database(err),
+        }
+    }
+}
+
 /// How the fleet is set up (from the configuration).
 pub struct Settings {
     pub replica: String,
+    /// `ENVIRONMENT`: what a signature must name.
+    pub environment: String,
     pub policy: SignaturePolicy,
     pub cache_dir: PathBuf,
     pub versions_kept: u32,
     pub sync_every: Duration,
-    /// Signs the compiled artifacts this replica shares (`None` without an
-    /// admin token: nothing is uploaded then, and nothing shared).
+    /// Vouches for the compiled artifacts replicas share and cache
+    /// (`None`: nothing is shared, and the cache uses a key of this
+    /// process's own).
     pub artifact_key: Option<ArtifactKey>,
 }
 
@@ -79,9 +108,11 @@ pub struct Fleet {
     registry: Registry,
     runtime: Arc<Runtime>,
     settings: Settings,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
     /// The image's own components by name, with their digests: the
-    /// registry's first versions, trusted without a signature, and what is
-    /// served until the registry has been read.
+    /// registry's first versions, trusted without a signature under their
+    /// own name only, and what is served until the registry has been read.
     image: HashMap<String, ImageComponent>,
     /// Per component, how this replica's last attempt to converge went.
     states: Mutex<HashMap<String, Attempt>>,
@@ -98,12 +129,31 @@ struct ImageComponent {
     digest: String,
 }
 
+/// Where a replica stands with one component's active version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    Converged,
+    Loading,
+    Failed,
+}
+
+impl ReplicaState {
+    /// As the registry stores it (`replica_components.state`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Converged => "converged",
+            ReplicaState::Loading => "loading",
+            ReplicaState::Failed => "failed",
+        }
+    }
+}
+
 /// This replica's state for one component.
 #[derive(Debug, Clone)]
 struct Attempt {
     /// The active digest it tried to reach.
     desired: String,
-    state: &'static str,
+    state: ReplicaState,
     reason: Option<String>,
 }
 
@@ -120,15 +170,33 @@ pub struct ComponentStatus {
 }
 
 impl Fleet {
-    /// `image`: the image's own component files, by name.
-    pub fn new(db: Database, runtime: Arc<Runtime>, settings: Settings, image: HashMap<String, Vec<u8>>) -> Fleet {
+    /// `registry`: where the registry's tables are; `image`: the image's
+    /// own component files, by name.
+    pub fn new(
+        registry: Database,
+        runtime: Arc<Runtime>,
+        settings: Settings,
+        image: HashMap<String, Vec<u8>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Fleet, getrandom::Error> {
         if !settings.policy.is_required() {
             tracing::warn!("no COMPONENT_PUBLIC_KEY: component uploads are accepted unsigned (development only)");
         }
-        Fleet {
-            registry: Registry::new(db),
+        let cache_key = match &settings.artifact_key {
+            Some(key) => key.clone(),
+            None => {
+                tracing::info!(
+                    "no COMPONENT_ARTIFACT_KEY: compiled components are not shared, and cached for this process only"
+                );
+                ArtifactKey::random()?
+            }
+        };
+        Ok(Fleet {
+            registry: Registry::new(registry),
             runtime,
+            cache: Arc::new(Cache::open(&settings.cache_dir, cache_key)),
             settings,
+            metrics,
             image: image
                 .into_iter()
                 .map(|(name, bytes)| {
@@ -139,7 +207,7 @@ impl Fleet {
             states: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             busy: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// Whether the registry has been read and acted on (readiness).
@@ -149,65 +217,6 @@ impl Fleet {
 
     pub fn replica(&self) -> &str {
         &self.settings.replica
-    }
-
-    /// Make `bytes` the active version of `name` everywhere: check their
-    /// signature, compile and type-check them here, store and activate them
-    /// (waking every replica), then serve them here. On any failure nothing
-    /// changes anywhere.
-    pub async fn publish(
-        &self,
-        name: &str,
-        bytes: Vec<u8>,
-        signature: Option<String>,
-        uploaded_by: &str,
-    ) -> Result<Arc<LoadedComponent>, FleetError> {
-        if self.runtime.component(name).is_none() {
-            return Err(FleetError::Unknown(name.into()));
-        }
-        self.settings.policy.verify(&bytes, signature.as_deref())?;
-        let _busy = self.busy.lock().await;
-        let (loaded, bytes) = self.compile(name, bytes).await?;
-        let artifact = self.settings.artifact_key.as_ref().and_then(|key| {
-            let artifact = loaded.artifact()?;
-            let mac = key.sign(name, &loaded.digest, &artifact);
-            Some((artifact, mac))
-        });
-        let upload = registry::Upload {
-            name,
-            digest: &loaded.digest,
-            bytes: &bytes,
-            signature: signature.as_deref(),
-            uploaded_by,
-            artifact,
-        };
-        self.registry.publish(&upload, self.settings.versions_kept).await?;
-        let digest = loaded.digest.clone();
-        let installed = self.runtime.install(loaded)?;
-        self.record(name, &digest, "converged", None);
-        self.report_now().await;
-        Ok(installed)
-    }
-
-    /// Make a stored version active everywhere (a rollback, or a roll
-    /// forward again), after loading it here.
-    pub async fn activate(&self, name: &str, digest: &str) -> Result<Arc<LoadedComponent>, FleetError> {
-        if self.runtime.component(name).is_none() {
-            return Err(FleetError::Unknown(name.into()));
-        }
-        let _busy = self.busy.lock().await;
-        let no_such = || FleetError::NoSuchVersion { name: name.into(), digest: digest.into() };
-        let stored = self.registry.fetch(name, digest).await?.ok_or_else(no_such)?;
-        self.check_trusted(digest, &stored.bytes, stored.signature.as_deref())?;
-        self.take_artifact(name, digest, stored.artifact);
-        let (loaded, _) = self.compile(name, stored.bytes).await?;
-        if !self.registry.activate(name, digest).await? {
-            return Err(no_such());
-        }
-        let installed = self.runtime.install(loaded)?;
-        self.record(name, digest, "converged", None);
-        self.report_now().await;
-        Ok(installed)
     }
 
     /// Every routed component: desired version, live replicas, stored versions.
@@ -221,7 +230,8 @@ impl Fleet {
             let desired = desired.get(&name).cloned();
             let replicas = reports.remove(&name).unwrap_or_default();
             let converged = desired.as_ref().is_some_and(|d| {
-                let on_it = |r: &Report| r.digest == *d && r.target == *d && r.state == "converged";
+                let on_it =
+                    |r: &Report| r.digest == *d && r.target == *d && r.state == ReplicaState::Converged.as_str();
                 replicas.iter().all(on_it) && !replicas.is_empty()
             });
             let versions = self.registry.versions(&name).await?;
@@ -230,151 +240,7 @@ impl Fleet {
         Ok(all)
     }
 
-    /// Converge on the registry for as long as the service runs: at once,
-    /// on every notification, and every `COMPONENT_SYNC_MS`.
-    pub async fn run(self: Arc<Self>) {
-        let mut woken = self.registry.database().subscribe(registry::CHANNEL);
-        loop {
-            let wait = match self.sync().await {
-                Ok(()) => self.settings.sync_every,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read the component registry; trying again");
-                    if self.is_synced() { self.settings.sync_every } else { FIRST_SYNC_RETRY }
-                }
-            };
-            match woken.as_mut() {
-                Some(woken) => {
-                    let _ = tokio::time::timeout(wait, woken.recv()).await;
-                }
-                None => tokio::time::sleep(wait).await,
-            }
-        }
-    }
-
-    /// Read the registry once, load what is active and not yet served, and
-    /// report (a heartbeat).
-    async fn sync(&self) -> Result<(), FleetError> {
-        let _busy = self.busy.lock().await;
-        let mut desired = self.registry.active().await?;
-        for component in self.runtime.components() {
-            let name = component.name.to_string();
-            let target = match desired.remove(&name) {
-                Some(digest) => digest,
-                None => match self.seed(&name).await? {
-                    Some(digest) => digest,
-                    None => continue,
-                },
-            };
-            self.warn_if_image_differs(&name, &target);
-            if component.digest != target && !self.failed_before(&name, &target) {
-                self.converge(&name, &target).await;
-            } else if component.digest == target {
-                self.record(&name, &target, "converged", None);
-            }
-        }
-        self.report().await?;
-        self.synced.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    /// Say (once per start) when the image carries another version of a
-    /// component than the registry's active one: the registry's is served.
-    fn warn_if_image_differs(&self, name: &str, active: &str) {
-        let Some(image) = self.image.get(name).map(|image| &image.digest) else { return };
-        let first_time = !self.states.lock().unwrap_or_else(PoisonError::into_inner).contains_key(name);
-        if image.as_str() != active && first_time {
-            tracing::warn!(
-                component = name,
-                image = format!("sha256:{image}"),
-                active = format!("sha256:{active}"),
-                "this image carries another version than the registry's active one, which is served; \
-                 roll the image's out with scripts/rollout-component to serve it"
-            );
-        }
-    }
-
-    /// Seed the registry with the image's version of `name`; its digest.
-    async fn seed(&self, name: &str) -> Result<Option<String>, FleetError> {
-        let Some(image) = self.image.get(name) else { return Ok(None) };
-        let upload = registry::Upload {
-            name,
-            digest: &image.digest,
-            bytes: &image.bytes,
-            signature: None,
-            uploaded_by: "image",
-            artifact: None,
-        };
-        self.registry.seed(&upload).await?;
-        Ok(self.registry.active().await?.remove(name))
-    }
-
-    /// Load and serve `digest` of `name`; on failure the running version
-    /// keeps serving and the reason is reported.
-    async fn converge(&self, name: &str, digest: &str) {
-        self.record(name, digest, "loading", None);
-        let loaded = async {
-            let no_such = || FleetError::NoSuchVersion { name: name.into(), digest: digest.into() };
-            let stored = self.registry.fetch(name, digest).await?.ok_or_else(no_such)?;
-            self.check_trusted(digest, &stored.bytes, stored.signature.as_deref())?;
-            self.take_artifact(name, digest, stored.artifact);
-            let (loaded, _) = self.compile(name, stored.bytes).await?;
-            Ok::<_, FleetError>(self.runtime.install(loaded)?)
-        };
-        match loaded.await {
-            Ok(_) => self.record(name, digest, "converged", None),
-            Err(err) => {
-                tracing::warn!(component = name, digest, error = %err, "cannot load the active version; the running one keeps serving");
-                self.record(name, digest, "failed", Some(err.to_string()));
-            }
-        }
-    }
-
-    /// The bytes are what the registry says they are, and may run here:
-    /// signed by the configured key, or one of this image's own components.
-    fn check_trusted(&self, digest: &str, bytes: &[u8], signature: Option<&str>) -> Result<(), FleetError> {
-        if sha256_hex(bytes) != digest {
-            return Err(FleetError::Refused("the stored bytes do not match their digest".into()));
-        }
-        if self.image.values().any(|image| image.digest == digest) {
-            return Ok(());
-        }
-        Ok(self.settings.policy.verify(bytes, signature)?)
-    }
-
-    /// Put a shared artifact into the cache, where [`Fleet::compile`] finds
-    /// it, when this fleet's key proves one of its replicas made it.
-    fn take_artifact(&self, name: &str, digest: &str, artifact: Option<(Vec<u8>, String)>) {
-        let (Some(key), Some((artifact, mac))) = (&self.settings.artifact_key, artifact) else { return };
-        let path = cached_artifact_path(&self.settings.cache_dir, name, digest);
-        if path.exists() {
-            return;
-        }
-        if !key.verify(name, digest, &artifact, &mac) {
-            tracing::warn!(component = name, digest, "a shared artifact's MAC does not verify; compiling instead");
-            return;
-        }
-        if let Err(err) = write_artifact(&path, &artifact) {
-            tracing::warn!(component = name, error = %err, "cannot cache a shared artifact; compiling instead");
-        }
-    }
-
-    /// Compile on a blocking thread, through the artifact cache.
-    async fn compile(&self, name: &str, bytes: Vec<u8>) -> Result<(LoadedComponent, Vec<u8>), FleetError> {
-        let (runtime, name, cache) = (self.runtime.clone(), name.to_string(), self.settings.cache_dir.clone());
-        tokio::task::spawn_blocking(move || {
-            let loaded = runtime.compile(&name, &bytes, Some(&cache))?;
-            Ok((loaded, bytes))
-        })
-        .await
-        .map_err(|e| FleetError::Refused(format!("the compile task failed: {e}")))?
-    }
-
-    fn failed_before(&self, name: &str, digest: &str) -> bool {
-        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        states.get(name).is_some_and(|a| a.desired == digest && a.state == "failed")
-    }
-
-    fn record(&self, name: &str, desired: &str, state: &'static str, reason: Option<String>) {
+    fn record(&self, name: &str, desired: &str, state: ReplicaState, reason: Option<String>) {
         let attempt = Attempt { desired: desired.to_string(), state, reason };
         self.states.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string(), attempt);
     }
@@ -400,7 +266,7 @@ impl Fleet {
                     replica: self.settings.replica.clone(),
                     digest: c.digest.clone(),
                     target: attempt.map_or_else(|| c.digest.clone(), |a| a.desired.clone()),
-                    state: attempt.map_or("converged", |a| a.state).to_string(),
+                    state: attempt.map_or(ReplicaState::Converged, |a| a.state).as_str().to_string(),
                     reason: attempt.and_then(|a| a.reason.clone()),
                     heartbeat_ms: 0,
                 };

@@ -1,10 +1,15 @@
-//! The component registry's tables (migration 0002): every stored version
-//! of each component, which one is active, and what each replica reports it
-//! runs. The same SQL runs on SQLite and PostgreSQL.
+//! The component registry's tables: every stored version of each
+//! component, which one is active (and the highest signed version ever
+//! activated), and what each replica reports it runs. They live where no
+//! component's statement reaches (PostgreSQL: schema `petstore_registry`;
+//! SQLite: a file of their own). The same SQL runs on both.
 
 use std::collections::HashMap;
 
-use crate::storage::column::{int, optional_blob, optional_text, text};
+use thiserror::Error;
+
+use super::signature::SignatureError;
+use crate::storage::column::{int, optional_blob, optional_int, optional_text, text};
 use crate::storage::{Database, DbError, Transaction, Value};
 
 /// The notification channel that wakes every replica when an active version
@@ -18,6 +23,8 @@ pub struct Upload<'a> {
     pub bytes: &'a [u8],
     /// The minisign signature's text, when signed.
     pub signature: Option<&'a str>,
+    /// The version the signature names, when signed.
+    pub version: Option<i64>,
     pub uploaded_by: &'a str,
     /// The compiled artifact and its MAC, when there is one to share.
     pub artifact: Option<(Vec<u8>, String)>,
@@ -31,13 +38,26 @@ pub struct Version {
     pub uploaded_at: String,
     pub uploaded_by: String,
     pub signed: bool,
+    /// The version its signature names.
+    pub version: Option<i64>,
 }
 
-/// A stored version's bytes and signature, and the compiled artifact.
+/// A stored version's bytes, signature and version, and the compiled artifact.
 pub struct Stored {
     pub bytes: Vec<u8>,
     pub signature: Option<String>,
+    pub version: Option<i64>,
     pub artifact: Option<(Vec<u8>, String)>,
+}
+
+/// Why an upload was not stored.
+#[derive(Debug, Error)]
+pub enum PublishError {
+    /// Its version is below the highest activated, or names other bytes.
+    #[error(transparent)]
+    Stale(SignatureError),
+    #[error(transparent)]
+    Database(#[from] DbError),
 }
 
 /// What a replica last reported for one component.
@@ -79,23 +99,53 @@ impl Registry {
         let rows = self
             .db
             .query(
-                "SELECT bytes, signature, artifact, artifact_mac FROM component_versions WHERE name = $1 AND digest = $2",
+                "SELECT bytes, signature, version, artifact, artifact_mac FROM component_versions \
+                 WHERE name = $1 AND digest = $2",
                 vec![Value::Text(name.into()), Value::Text(digest.into())],
             )
             .await?;
         let Some(row) = rows.rows.first() else { return Ok(None) };
         let bytes = optional_blob(row, 0)?.ok_or_else(|| DbError::Other("a stored component without bytes".into()))?;
-        let artifact = optional_blob(row, 2)?.zip(optional_text(row, 3)?);
-        Ok(Some(Stored { bytes, signature: optional_text(row, 1)?, artifact }))
+        let artifact = optional_blob(row, 3)?.zip(optional_text(row, 4)?);
+        Ok(Some(Stored { bytes, signature: optional_text(row, 1)?, version: optional_int(row, 2)?, artifact }))
     }
 
     /// Store `upload` (once per digest), make it the active version and wake
     /// every replica, all in one transaction; then keep only the `kept` most
-    /// recent versions besides the active one.
-    pub async fn publish(&self, upload: &Upload<'_>, kept: u32) -> Result<(), DbError> {
+    /// recent versions besides the active one. A signed upload's version
+    /// must be at least the highest ever activated, and a version names one
+    /// build: anything else is a downgrade or a replay.
+    pub async fn publish(&self, upload: &Upload<'_>, kept: u32) -> Result<(), PublishError> {
         let mut tx = self.db.begin().await?;
+        // Taking the component's row first makes concurrent uploads of it
+        // check their versions one after the other.
+        let highest = tx
+            .query(
+                "UPDATE component_active SET name = name WHERE name = $1 RETURNING highest_version",
+                vec![Value::Text(upload.name.into())],
+            )
+            .await?;
+        let highest = match highest.rows.first() {
+            Some(row) => optional_int(row, 0)?,
+            None => None,
+        };
+        if let Some(version) = upload.version {
+            if let Some(highest) = highest.filter(|highest| version < *highest) {
+                return Err(PublishError::Stale(SignatureError::Older { version, highest }));
+            }
+            let reused = tx
+                .query(
+                    "SELECT 1 FROM component_versions WHERE name = $1 AND version = $2 AND digest <> $3",
+                    vec![Value::Text(upload.name.into()), Value::Integer(version), Value::Text(upload.digest.into())],
+                )
+                .await?;
+            if !reused.rows.is_empty() {
+                return Err(PublishError::Stale(SignatureError::Reused { version }));
+            }
+        }
         insert_version(&mut tx, upload).await?;
-        activate(&mut tx, upload.name, upload.digest).await?;
+        let highest = highest.max(upload.version);
+        activate(&mut tx, upload.name, upload.digest, highest).await?;
         tx.execute(
             "DELETE FROM component_versions WHERE name = $1 AND digest <> $2 AND digest NOT IN \
              (SELECT digest FROM component_versions WHERE name = $1 ORDER BY uploaded_at DESC, digest LIMIT $3)",
@@ -103,10 +153,11 @@ impl Registry {
         )
         .await?;
         tx.notify(CHANNEL).await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    /// Make a stored version the active one and wake every replica; `false`
+    /// Make a stored version the active one and wake every replica (an
+    /// explicit rollback: the highest activated version stays); `false`
     /// when no such version is stored.
     pub async fn activate(&self, name: &str, digest: &str) -> Result<bool, DbError> {
         let mut tx = self.db.begin().await?;
@@ -119,7 +170,7 @@ impl Registry {
         if stored.rows.is_empty() {
             return Ok(false);
         }
-        activate(&mut tx, name, digest).await?;
+        activate(&mut tx, name, digest, None).await?;
         tx.notify(CHANNEL).await?;
         tx.commit().await?;
         Ok(true)
@@ -143,7 +194,7 @@ impl Registry {
         let rows = self
             .db
             .query(
-                "SELECT digest, size, uploaded_at, uploaded_by, signature IS NOT NULL FROM component_versions \
+                "SELECT digest, size, uploaded_at, uploaded_by, signature IS NOT NULL, version FROM component_versions \
                  WHERE name = $1 ORDER BY uploaded_at DESC, digest",
                 vec![Value::Text(name.into())],
             )
@@ -157,6 +208,7 @@ impl Registry {
                     uploaded_at: text(row, 2)?,
                     uploaded_by: text(row, 3)?,
                     signed: matches!(row.get(4), Some(Value::Boolean(true) | Value::Integer(1))),
+                    version: optional_int(row, 5)?,
                 })
             })
             .collect()
@@ -220,13 +272,15 @@ impl Registry {
 
 async fn insert_version(tx: &mut Transaction, upload: &Upload<'_>) -> Result<(), DbError> {
     tx.execute(
-        "INSERT INTO component_versions (name, digest, bytes, signature, size, uploaded_at, uploaded_by, artifact, artifact_mac) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name, digest) DO NOTHING",
+        "INSERT INTO component_versions \
+         (name, digest, bytes, signature, version, size, uploaded_at, uploaded_by, artifact, artifact_mac) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name, digest) DO NOTHING",
         vec![
             Value::Text(upload.name.into()),
             Value::Text(upload.digest.into()),
             Value::Blob(upload.bytes.to_vec()),
             upload.signature.map_or(Value::Null, |s| Value::Text(s.into())),
+            upload.version.map_or(Value::Null, Value::Integer),
             Value::Integer(upload.bytes.len() as i64),
             Value::Text(now_rfc3339()),
             Value::Text(upload.uploaded_by.into()),
@@ -238,11 +292,19 @@ async fn insert_version(tx: &mut Transaction, upload: &Upload<'_>) -> Result<(),
     .map(drop)
 }
 
-async fn activate(tx: &mut Transaction, name: &str, digest: &str) -> Result<(), DbError> {
+/// Make `digest` active; `highest`, when given, is the new highest version
+/// activated (`None` keeps it).
+async fn activate(tx: &mut Transaction, name: &str, digest: &str, highest: Option<i64>) -> Result<(), DbError> {
     tx.execute(
-        "INSERT INTO component_active (name, digest, activated_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, activated_at = excluded.activated_at",
-        vec![Value::Text(name.into()), Value::Text(digest.into()), Value::Text(now_rfc3339())],
+        "INSERT INTO component_active (name, digest, activated_at, highest_version) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, activated_at = excluded.activated_at, \
+         highest_version = COALESCE(excluded.highest_version, component_active.highest_version)",
+        vec![
+            Value::Text(name.into()),
+            Value::Text(digest.into()),
+            Value::Text(now_rfc3339()),
+            highest.map_or(Value::Null, Value::Integer),
+        ],
     )
     .await
     .map(drop)

@@ -24,21 +24,36 @@ async fn timed<T>(metrics: &Metrics, operation: &str, call: impl Future<Output =
     result
 }
 
+impl RequestState {
+    /// `result`, with a refusal logged under the component's name and
+    /// counted: a component that reaches outside its grant is a bug, or an
+    /// attack, that operators must see.
+    fn checked<T>(&self, result: Result<T, DbError>) -> Result<T, Error> {
+        if let Err(DbError::Forbidden(reason)) = &result {
+            let component = &*self.component;
+            tracing::warn!(component, request_id = &*self.request_id, reason, "a component's statement was refused");
+            self.shared.metrics.db_refused.with_label_values(&[component]).inc();
+        }
+        result.map_err(Error::from)
+    }
+}
+
 impl Host for RequestState {
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
-        let shared = self.shared.clone();
-        let rows = timed(&shared.metrics, "query", shared.database.query(&sql, to_storage(params))).await;
+        let (shared, caller) = (self.shared.clone(), self.caller());
+        let rows = timed(&shared.metrics, "query", shared.database.query_as(&caller, &sql, to_storage(params))).await;
         // Outside a transaction a statement commits by itself: unless it is a
         // plain SELECT, assume it wrote.
         self.outcome.record(&rows, !storage::is_select(&sql));
-        Ok(to_wit(rows?))
+        self.checked(rows).map(to_wit)
     }
 
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
-        let shared = self.shared.clone();
-        let affected = timed(&shared.metrics, "execute", shared.database.execute(&sql, to_storage(params))).await;
+        let (shared, caller) = (self.shared.clone(), self.caller());
+        let affected =
+            timed(&shared.metrics, "execute", shared.database.execute_as(&caller, &sql, to_storage(params))).await;
         self.outcome.record(&affected, true);
-        Ok(affected?)
+        self.checked(affected)
     }
 }
 
@@ -47,10 +62,10 @@ impl HostTransaction for RequestState {
         if self.open_transactions >= MAX_OPEN_TRANSACTIONS {
             return Err(Error::Other(format!("at most {MAX_OPEN_TRANSACTIONS} transactions may be open at once")));
         }
-        let shared = self.shared.clone();
-        let tx = timed(&shared.metrics, "begin", shared.database.begin()).await;
+        let (shared, caller) = (self.shared.clone(), self.caller());
+        let tx = timed(&shared.metrics, "begin", shared.database.begin_as(caller)).await;
         self.outcome.record(&tx, false);
-        let tx = tx?;
+        let tx = self.checked(tx)?;
         let handle = self.table.push(tx).map_err(|e| Error::Other(e.to_string()))?;
         self.open_transactions += 1;
         Ok(handle)
@@ -61,7 +76,7 @@ impl HostTransaction for RequestState {
         let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
         let rows = timed(&shared.metrics, "query", tx.query(&sql, to_storage(params))).await;
         self.outcome.record(&rows, false);
-        Ok(to_wit(rows?))
+        self.checked(rows).map(to_wit)
     }
 
     async fn execute(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<u64, Error> {
@@ -69,7 +84,7 @@ impl HostTransaction for RequestState {
         let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
         let affected = timed(&shared.metrics, "execute", tx.execute(&sql, to_storage(params))).await;
         self.outcome.record(&affected, false);
-        Ok(affected?)
+        self.checked(affected)
     }
 
     async fn commit(&mut self, tx: Resource<Transaction>) -> Result<(), Error> {
@@ -77,11 +92,11 @@ impl HostTransaction for RequestState {
         self.open_transactions -= 1;
         let committed = timed(&self.shared.clone().metrics, "commit", tx.commit()).await;
         self.outcome.record(&committed, true);
-        Ok(committed?)
+        self.checked(committed)
     }
 
-    /// Dropping an uncommitted transaction rolls it back (sqlx does so when
-    /// the transaction value is dropped).
+    /// Dropping an uncommitted transaction rolls it back (the backend does
+    /// so when the transaction value is dropped).
     async fn drop(&mut self, tx: Resource<Transaction>) -> wasmtime::Result<()> {
         self.table.delete(tx)?;
         self.open_transactions -= 1;
@@ -96,6 +111,7 @@ impl From<DbError> for Error {
             DbError::InvalidData(m) => Error::InvalidData(m),
             DbError::Contention(m) | DbError::Busy(m) => Error::Busy(m),
             DbError::Unavailable(m) => Error::Unavailable(m),
+            DbError::Forbidden(m) => Error::Forbidden(m),
             DbError::Other(m) => Error::Other(m),
         }
     }
@@ -136,16 +152,17 @@ mod tests {
 
     use super::*;
     use crate::host_api::{HandlerSettings, Shared};
-    use crate::storage::Database;
     use crate::storage::mock::{Answer, Mock};
+    use crate::storage::{Database, Grant};
 
     fn request(mock: &Mock) -> RequestState {
         let shared = Shared {
             database: Database::from_backend(mock.clone()),
+            grants: [("pets".to_string(), Arc::new(Grant::new("pets", ["pets", "pet_tags"])))].into(),
             settings: HandlerSettings { api_version: "1".into(), pagination_limit: 20, pagination_max: 100 },
             metrics: Arc::new(Metrics::new().expect("metrics")),
         };
-        RequestState::new(Arc::new(shared), Arc::from("req-1"), Arc::from("pets"))
+        RequestState::new(Arc::new(shared), Arc::from("req-1"), Arc::from("pets"), tokio::time::Instant::now())
     }
 
     fn fails(err: DbError) -> Answer {
@@ -161,13 +178,14 @@ mod tests {
             DbError::Contention("40001".into()),
             DbError::Busy("b".into()),
             DbError::Unavailable("u".into()),
+            DbError::Forbidden("f".into()),
             DbError::Other("o".into()),
         ] {
             mock.then(fails(err));
         }
         let mut req = request(&mock);
         let mut answers = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..7 {
             answers.push(Host::execute(&mut req, "UPDATE pets SET name = 'x'".into(), Vec::new()).await);
         }
         assert!(matches!(
@@ -178,9 +196,12 @@ mod tests {
                 Err(Error::Busy(_)),
                 Err(Error::Busy(_)),
                 Err(Error::Unavailable(_)),
+                Err(Error::Forbidden(_)),
                 Err(Error::Other(_)),
             ]
         ));
+        assert!(mock.callers().iter().all(|c| c.as_deref() == Some("pets")), "every statement ran as the component");
+        assert_eq!(req.shared.metrics.db_refused.with_label_values(&["pets"]).get(), 1, "the refusal is counted");
     }
 
     #[tokio::test]

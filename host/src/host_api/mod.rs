@@ -8,12 +8,14 @@ mod database;
 mod handler_config;
 mod log;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::time::Instant;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::storage::{Database, DbError};
+use crate::storage::{Caller, Database, DbError, Grant};
 use crate::telemetry::Metrics;
 
 pub use database::MAX_OPEN_TRANSACTIONS;
@@ -42,6 +44,9 @@ pub struct HandlerSettings {
 /// What every request's host state shares: built once at start.
 pub struct Shared {
     pub database: Database,
+    /// What each routed component may touch in the database, by name; a
+    /// component without an entry may touch nothing.
+    pub grants: HashMap<String, Arc<Grant>>,
     pub settings: HandlerSettings,
     pub metrics: Arc<Metrics>,
 }
@@ -52,6 +57,10 @@ pub struct RequestState {
     /// Correlates the component's log lines with the request's.
     request_id: Arc<str>,
     component: Arc<str>,
+    /// What the component's statements may touch.
+    grant: Arc<Grant>,
+    /// When the request must be answered: its statements stop then.
+    deadline: Instant,
     table: ResourceTable,
     wasi: WasiCtx,
     open_transactions: usize,
@@ -63,11 +72,18 @@ pub struct RequestState {
 }
 
 impl RequestState {
-    pub fn new(shared: Arc<Shared>, request_id: Arc<str>, component: Arc<str>) -> Self {
+    pub fn new(shared: Arc<Shared>, request_id: Arc<str>, component: Arc<str>, deadline: Instant) -> Self {
+        let grant = shared
+            .grants
+            .get(&*component)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Grant::new(&component, [] as [&str; 0])));
         RequestState {
             shared,
             request_id,
             component,
+            grant,
+            deadline,
             table: ResourceTable::new(),
             // Nothing granted: no env, args, files or sockets; stdio discarded.
             wasi: WasiCtx::builder().build(),
@@ -78,8 +94,9 @@ impl RequestState {
     }
 
     /// Make a kept instance's state the next request's.
-    pub fn start_request(&mut self, request_id: Arc<str>) {
+    pub fn start_request(&mut self, request_id: Arc<str>, deadline: Instant) {
         self.request_id = request_id;
+        self.deadline = deadline;
         self.outcome = DbOutcome::default();
         self.epoch_ticks = 0;
     }
@@ -94,6 +111,11 @@ impl RequestState {
     /// inherit (a reused instance must not).
     pub fn is_between_requests(&self) -> bool {
         self.open_transactions == 0
+    }
+
+    /// Who the component's statements run as: its grant, until its deadline.
+    fn caller(&self) -> Caller {
+        Caller::Component { grant: self.grant.clone(), deadline: self.deadline }
     }
 
     /// Count one more epoch tick seen by this request's guest; returns the total.

@@ -1,13 +1,21 @@
-//! The admin port (never exposed publicly): Prometheus metrics, and the
-//! admin API behind `ADMIN_TOKEN`: the fleet's components (what each live
-//! replica runs, the stored versions), uploading a new version, and
-//! activating a stored one (a rollback), each reaching every replica.
+//! The admin port (never exposed publicly): the admin API behind
+//! `ADMIN_TOKEN`: the fleet's components (what each live replica runs, the
+//! stored versions), uploading a new version, and activating a stored one
+//! (a rollback), each reaching every replica. And the metrics port's one
+//! route, `/metrics`, on a listener of its own so that what scrapes it
+//! never reaches the admin API.
+//!
+//! The token is checked on the headers, before any body is read; failures
+//! are throttled per client address (`throttle.rs`); a body must arrive
+//! within `BODY_TIMEOUT_MS`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,6 +23,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::error::{HttpError, json_response};
+use super::throttle::Throttle;
 use crate::fleet::{ComponentStatus, Fleet, FleetError, signature_from_header};
 use crate::routing::RouteTable;
 use crate::runtime::{LoadedComponent, Origin, Runtime};
@@ -23,6 +32,8 @@ use crate::telemetry::Metrics;
 
 /// The largest component an upload accepts (ours are a few hundred KiB).
 const UPLOAD_LIMIT: usize = 32 * 1024 * 1024;
+/// The largest body of the other admin calls.
+const SMALL_LIMIT: usize = 4 * 1024;
 /// Carries the upload's minisign signature, base64-encoded.
 const SIGNATURE: &str = "x-component-signature";
 /// Who uploads, as the registry records it (e.g. `pipeline@<commit>`).
@@ -31,17 +42,24 @@ const UPLOADED_BY: &str = "x-uploaded-by";
 pub struct Admin {
     pub runtime: Arc<Runtime>,
     pub fleet: Arc<Fleet>,
-    /// For the pool's gauges.
-    pub database: Database,
     pub routes: Arc<RouteTable>,
     pub metrics: Arc<Metrics>,
-    /// The admin API is off when this is `None`; `/metrics` is always on.
+    /// The admin API is off when this is `None`.
     pub token: Option<String>,
+    /// How long an upload's body may take to arrive (`BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
+    pub throttle: Throttle,
+}
+
+/// What the metrics port serves.
+pub struct MetricsPort {
+    pub metrics: Arc<Metrics>,
+    /// For the pool's gauges.
+    pub database: Database,
 }
 
 pub fn admin_router(admin: Arc<Admin>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
         .route("/admin/components", get(list))
         .route("/admin/components/{name}", put(upload))
         .route("/admin/components/{name}/active", put(activate))
@@ -50,32 +68,56 @@ pub fn admin_router(admin: Arc<Admin>) -> Router {
         .with_state(admin)
 }
 
-async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
-    let (size, idle) = admin.database.pool_stats();
-    admin.metrics.db_pool.with_label_values(&["idle"]).set(idle as i64);
-    admin.metrics.db_pool.with_label_values(&["in_use"]).set(i64::from(size) - idle as i64);
-    let mut resp = admin.metrics.render().into_response();
+pub fn metrics_router(port: Arc<MetricsPort>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed("GET") })
+        .fallback(|| async { HttpError::NotFound })
+        .with_state(port)
+}
+
+async fn metrics(State(port): State<Arc<MetricsPort>>) -> Response {
+    let (size, idle) = port.database.pool_stats();
+    port.metrics.db_pool.with_label_values(&["idle"]).set(idle as i64);
+    port.metrics.db_pool.with_label_values(&["in_use"]).set(i64::from(size) - idle as i64);
+    let mut resp = port.metrics.render().into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp
 }
 
-/// `401` unless the request carries `Authorization: Bearer $ADMIN_TOKEN`;
-/// the comparison takes the same time however much of the token matches.
-fn authorize(admin: &Admin, headers: &HeaderMap) -> Result<(), HttpError> {
+/// `401` unless the request carries `Authorization: Bearer $ADMIN_TOKEN`
+/// (compared in the same time however much of it matches); `429` for an
+/// address that failed too often lately, whatever it sends now.
+fn authorize(admin: &Admin, peer: SocketAddr, headers: &HeaderMap) -> Result<(), HttpError> {
     let Some(token) = &admin.token else { return Err(HttpError::AdminDisabled) };
+    let now = Instant::now();
+    if let Err(wait) = admin.throttle.check(peer.ip(), now) {
+        admin.metrics.admin_auth_failures.inc();
+        return Err(HttpError::TooManyAttempts(wait.as_secs().max(1)));
+    }
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) { Ok(()) } else { Err(HttpError::Unauthorized) }
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        return Ok(());
+    }
+    admin.throttle.failed(peer.ip(), now);
+    admin.metrics.admin_auth_failures.inc();
+    tracing::warn!(client = %peer.ip(), "admin call with a missing or wrong token");
+    Err(HttpError::Unauthorized)
 }
 
 /// Every routed component: what this replica serves, what the registry
 /// wants, what each live replica runs, and the stored versions.
-async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Result<Response, HttpError> {
-    authorize(&admin, &headers)?;
+async fn list(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    authorize(&admin, peer, &headers)?;
     let statuses = admin.fleet.status().await.map_err(fleet_error)?;
     let components: Vec<_> = statuses
         .iter()
@@ -90,14 +132,15 @@ async fn list(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Result<Res
 /// running finish on the old version.
 async fn upload(
     State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, HttpError> {
     let (parts, body) = req.into_parts();
-    // Read the upload before refusing anything: a client still sending its
-    // body would see a reset connection instead of the answer.
-    let bytes = read_upload(body).await?;
-    authorize(&admin, &parts.headers)?;
+    // Before a byte of the body is read: an unauthenticated client costs
+    // no memory (the answer closes the connection, body unread).
+    authorize(&admin, peer, &parts.headers)?;
+    let bytes = read_body(&admin, body, UPLOAD_LIMIT).await?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let signature = header(SIGNATURE)
         .map(signature_from_header)
@@ -111,11 +154,13 @@ async fn upload(
 /// `{"digest": "sha256:…"}`: make that stored version active everywhere.
 async fn activate(
     State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    req: Request,
 ) -> Result<Response, HttpError> {
-    authorize(&admin, &headers)?;
+    let (parts, body) = req.into_parts();
+    authorize(&admin, peer, &parts.headers)?;
+    let body = read_body(&admin, body, SMALL_LIMIT).await?;
     let digest = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["digest"].as_str().map(|d| d.trim_start_matches("sha256:").to_string()))
@@ -124,14 +169,19 @@ async fn activate(
     Ok(json_response(StatusCode::OK, &describe(&admin, &loaded, None)))
 }
 
-async fn read_upload(body: Body) -> Result<bytes::Bytes, HttpError> {
-    to_bytes(body, UPLOAD_LIMIT).await.map_err(|_| HttpError::PayloadTooLarge(UPLOAD_LIMIT))
+/// The body, at most `limit` bytes, within `BODY_TIMEOUT_MS`.
+async fn read_body(admin: &Admin, body: Body, limit: usize) -> Result<bytes::Bytes, HttpError> {
+    tokio::time::timeout(admin.body_timeout, to_bytes(body, limit))
+        .await
+        .map_err(|_| HttpError::RequestTimeout(admin.body_timeout.as_millis()))?
+        .map_err(|_| HttpError::PayloadTooLarge(limit))
 }
 
 fn fleet_error(err: FleetError) -> HttpError {
     match err {
         FleetError::Unknown(_) | FleetError::NoSuchVersion { .. } => HttpError::NotFound,
         FleetError::Signature(err) => HttpError::SignatureRejected(err.to_string()),
+        FleetError::Stale(err) => HttpError::VersionConflict(err.to_string()),
         FleetError::Refused(reason) => HttpError::ComponentRejected(reason),
         FleetError::Database(err) => {
             tracing::warn!(error = %err, "the component registry is unavailable");
@@ -180,6 +230,7 @@ fn describe(admin: &Admin, c: &LoadedComponent, status: Option<&ComponentStatus>
                     "uploaded_at": v.uploaded_at,
                     "uploaded_by": v.uploaded_by,
                     "signed": v.signed,
+                    "version": v.version,
                     "active": status.desired.as_deref() == Some(v.digest.as_str()),
                 })
             })

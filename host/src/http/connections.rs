@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -64,10 +66,10 @@ pub async fn serve(
     let (close_all, close_signal) = watch::channel(false);
     let mut closing = pin!(closing);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut closing => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     accept_failed(&err).await;
                     continue;
@@ -97,6 +99,7 @@ pub async fn serve(
         let activity = open.add();
         let connection = Connection {
             name,
+            peer,
             router: router.clone(),
             limits,
             metrics: metrics.clone(),
@@ -165,8 +168,10 @@ async fn accept_failed(err: &io::Error) {
 
 /// One client connection and what it needs.
 struct Connection {
-    /// The listener's name in metrics (`public`, `admin`).
+    /// The listener's name in metrics (`public`, `admin`, `metrics`).
     name: &'static str,
+    /// The client's address.
+    peer: SocketAddr,
     router: Router,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
@@ -186,7 +191,7 @@ impl Connection {
         open.inc();
         let activity = self.activity.clone();
         let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
-        let service = Marked { router: self.router.clone(), activity: activity.clone() };
+        let service = Marked { router: self.router.clone(), activity: activity.clone(), peer: self.peer };
         let mut builder = hyper::server::conn::http1::Builder::new();
         // The deadlines are ours (below): hyper's one header timeout would
         // also cut idle keep-alive connections at the same bound.
@@ -364,11 +369,13 @@ impl AsyncWrite for Watched {
 }
 
 /// The router, marking the connection busy while it answers a request and
-/// idle again once the answer is made.
+/// idle again once the answer is made; each request carries the client's
+/// address (axum's `ConnectInfo`).
 #[derive(Clone)]
 struct Marked {
     router: Router,
     activity: Arc<Activity>,
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Marked {
@@ -379,8 +386,10 @@ impl hyper::service::Service<http::Request<Incoming>> for Marked {
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         self.activity.set(Phase::Busy);
         let (router, activity) = (self.router.clone(), self.activity.clone());
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
         Box::pin(async move {
-            let answered = router.oneshot(req.map(axum::body::Body::new)).await;
+            let answered = router.oneshot(req).await;
             activity.set(Phase::Idle(Instant::now()));
             answered
         })

@@ -36,6 +36,10 @@ pub enum HttpError {
     ComponentRejected(String),
     #[error("the component's signature was refused and nothing changed: {0}")]
     SignatureRejected(String),
+    #[error("the version was refused and nothing changed: {0}")]
+    VersionConflict(String),
+    #[error("too many failed attempts from this address; retry in {0} s")]
+    TooManyAttempts(u64),
 }
 
 impl HttpError {
@@ -54,6 +58,8 @@ impl HttpError {
             HttpError::AdminDisabled => (StatusCode::NOT_FOUND, "not_found"),
             HttpError::ComponentRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             HttpError::SignatureRejected(_) => (StatusCode::FORBIDDEN, "signature_rejected"),
+            HttpError::VersionConflict(_) => (StatusCode::CONFLICT, "conflict"),
+            HttpError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
         }
     }
 }
@@ -88,6 +94,12 @@ impl IntoResponse for HttpError {
             }
             HttpError::Unauthorized => {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                // Refused on its headers: any body is left unread.
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            HttpError::TooManyAttempts(wait) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -23,6 +23,7 @@ mod health;
 mod observe;
 pub mod openapi;
 mod request_id;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -41,9 +42,10 @@ use crate::shutdown::ShutdownState;
 use crate::storage::Database;
 use crate::telemetry::Metrics;
 
-pub use admin::{Admin, admin_router};
+pub use admin::{Admin, MetricsPort, admin_router, metrics_router};
 pub use connections::{ConnectionLimits, serve};
 pub use cors::CorsOrigins;
+pub use throttle::Throttle;
 
 /// The public port's body limit (API.md): 64 KiB, counted as received.
 pub const BODY_LIMIT: usize = 64 * 1024;

@@ -1,10 +1,17 @@
-//! The route table: which component answers which path prefix, read from
-//! `routes.toml` in the components folder. Pure, and tested alone.
+//! The route table: which component answers which path prefix, and which
+//! database tables each component may use, read from `routes.toml` in the
+//! components folder. Pure, and tested alone.
 //!
 //! ```toml
 //! [routes]
 //! "/api/v1/pets" = "pets.wasm"
+//!
+//! [tables]
+//! pets = ["pets", "pet_tags", "orders"]
 //! ```
+//!
+//! The tables are the deployment's word, not the component's: an upload of
+//! a new version keeps its name's tables.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,12 +46,17 @@ pub struct Route {
 pub struct RouteTable {
     /// Longest prefix first, so the first match is the most specific.
     routes: Vec<Route>,
+    /// The tables each component may use; a component without an entry may
+    /// use none.
+    tables: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoutesFile {
     routes: BTreeMap<String, String>,
+    #[serde(default)]
+    tables: BTreeMap<String, Vec<String>>,
 }
 
 impl RouteTable {
@@ -74,12 +86,29 @@ impl RouteTable {
             let component = Path::new(&file)
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
-                .filter(|s| !s.is_empty() && file.ends_with(".wasm") && !file.contains('/'))
-                .ok_or_else(|| invalid("the component must be a file name ending in .wasm"))?;
+                .filter(|s| is_name(s, b"-_") && file.ends_with(".wasm") && !file.contains('/'))
+                .ok_or_else(|| {
+                    invalid("the component must be a file name ending in .wasm, its name of letters, digits, - and _")
+                })?;
             routes.push(Route { prefix, component, file: dir.join(&file) });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Ok(RouteTable { routes })
+        for (component, tables) in &file.tables {
+            let invalid = |reason: String| RouteError::Invalid { prefix: format!("[tables] {component}"), reason };
+            if !routes.iter().any(|r| r.component == *component) {
+                return Err(invalid("no route serves this component".into()));
+            }
+            if let Some(bad) = tables.iter().find(|t| !is_name(t, b"_") || t.starts_with(|c: char| c.is_ascii_digit()))
+            {
+                return Err(invalid(format!("{bad:?} is not a table name (lower-case letters, digits and _)")));
+            }
+        }
+        Ok(RouteTable { routes, tables: file.tables })
+    }
+
+    /// The tables `component` may use.
+    pub fn tables_of(&self, component: &str) -> &[String] {
+        self.tables.get(component).map_or(&[], Vec::as_slice)
     }
 
     /// The route with the longest prefix that `path` falls under, on a segment boundary.
@@ -99,6 +128,11 @@ impl RouteTable {
         }
         seen.into_iter().collect()
     }
+}
+
+/// Lower-case ASCII letters, digits and `extra`, at least one character.
+fn is_name(name: &str, extra: &[u8]) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
 }
 
 /// `/a/b` is under `/a` but `/ab` is not.
@@ -138,6 +172,20 @@ mod tests {
             Err(RouteError::Parse { .. })
         ));
         assert!(matches!(table("routes = 3"), Err(RouteError::Parse { .. })));
+    }
+
+    #[test]
+    fn each_component_has_the_tables_its_entry_lists_and_no_others() {
+        let t = table("[routes]\n\"/api/v1/pets\" = \"pets.wasm\"\n\"/api/v1/x\" = \"x.wasm\"\n[tables]\npets = [\"pets\", \"pet_tags\"]\n").unwrap();
+        assert_eq!(t.tables_of("pets"), ["pets", "pet_tags"]);
+        assert!(t.tables_of("x").is_empty(), "no entry: no tables");
+        let unrouted = table("[routes]\n\"/api/v1/pets\" = \"pets.wasm\"\n[tables]\nother = [\"pets\"]\n");
+        assert!(matches!(unrouted, Err(RouteError::Invalid { .. })));
+        for bad in ["\"pets; DROP\"", "\"Pets\"", "\"\"", "\"1pets\""] {
+            let text = format!("[routes]\n\"/api/v1/pets\" = \"pets.wasm\"\n[tables]\npets = [{bad}]\n");
+            assert!(matches!(table(&text), Err(RouteError::Invalid { .. })), "{bad}");
+        }
+        assert!(matches!(table("[routes]\n\"/api/v1/x\" = \"a*b.wasm\"\n"), Err(RouteError::Invalid { .. })));
     }
 
     #[test]

@@ -81,51 +81,34 @@ impl LoadedComponent {
         name: &str,
         bytes: &[u8],
     ) -> Result<LoadedComponent, LoadError> {
-        LoadedComponent::from_bytes_cached(engine, linker, name, bytes, None)
+        let component = Component::new(engine, bytes)
+            .map_err(|e| LoadError::Compile { name: name.to_string(), reason: format!("{e:#}") })?;
+        LoadedComponent::link(linker, name, sha256_hex(bytes), Origin::Compiled, component)
     }
 
-    /// Like [`LoadedComponent::from_bytes`], keeping the compiled artifact in
-    /// `cache` (a folder only this service writes, such as `/tmp`'s): one
-    /// already there for these exact bytes is loaded instead of compiling.
-    pub fn from_bytes_cached(
+    /// Load `artifact`, the compiled form of `bytes`, and check it against
+    /// the world.
+    ///
+    /// # Safety
+    /// `artifact` is native code that will run: the caller must know that
+    /// this service compiled it from exactly `bytes` (the fleet's artifact
+    /// key vouches for it). wasmtime refuses one of another engine version
+    /// or configuration.
+    pub unsafe fn from_artifact(
         engine: &Engine,
         linker: &Linker<RequestState>,
         name: &str,
         bytes: &[u8],
-        cache: Option<&Path>,
+        artifact: &[u8],
     ) -> Result<LoadedComponent, LoadError> {
-        let digest = sha256_hex(bytes);
-        let artifact = cache.map(|dir| cached_artifact_path(dir, name, &digest));
-        if let Some(artifact) = artifact.as_deref().filter(|a| a.exists()) {
-            // SAFETY: only this service writes the cache folder: artifacts it
-            // compiled, or that its fleet's key proved another replica
-            // compiled (crate::fleet's artifact module). The name binds the
-            // artifact to the digest of the bytes just hashed, and wasmtime
-            // refuses one of another engine version or configuration.
-            match unsafe { Component::deserialize_file(engine, artifact) } {
-                Ok(component) => return LoadedComponent::link(linker, name, digest, Origin::Precompiled, component),
-                Err(err) => {
-                    tracing::warn!(component = name, error = format!("{err:#}"), "cached artifact refused; compiling")
-                }
-            }
-        }
-        let component = Component::new(engine, bytes)
+        // SAFETY: the caller's promise above.
+        let component = unsafe { Component::deserialize(engine, artifact) }
             .map_err(|e| LoadError::Compile { name: name.to_string(), reason: format!("{e:#}") })?;
-        if let Some(artifact) = &artifact {
-            let written = component
-                .serialize()
-                .map_err(|e| format!("{e:#}"))
-                .and_then(|bytes| write_artifact(artifact, &bytes).map_err(|e| e.to_string()));
-            if let Err(reason) = written {
-                // Only the next start pays for it, with a compile.
-                tracing::warn!(artifact = %artifact.display(), reason, "cannot cache a compiled component");
-            }
-        }
-        LoadedComponent::link(linker, name, digest, Origin::Compiled, component)
+        LoadedComponent::link(linker, name, sha256_hex(bytes), Origin::Precompiled, component)
     }
 
-    /// The compiled artifact of this component, to share with other
-    /// replicas of the same image.
+    /// The compiled artifact of this component, to cache and to share with
+    /// other replicas of the same image.
     pub fn artifact(&self) -> Option<Vec<u8>> {
         self.pre.instance_pre().component().serialize().ok()
     }
@@ -142,22 +125,6 @@ impl LoadedComponent {
         let pre = PetHandlerPre::new(instance_pre).map_err(mismatch)?;
         Ok(LoadedComponent { name: Arc::from(name), digest, loaded_at: SystemTime::now(), origin, pre })
     }
-}
-
-/// Where the artifact cache keeps `name`'s version `digest`.
-pub fn cached_artifact_path(cache: &Path, name: &str, digest: &str) -> PathBuf {
-    cache.join(format!("{name}.{digest}.cwasm"))
-}
-
-/// Write an artifact (to a temporary name, then renamed, so no reader sees
-/// half of one).
-pub fn write_artifact(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let partial = path.with_extension(format!("{}.partial", std::process::id()));
-    std::fs::write(&partial, artifact)?;
-    std::fs::rename(&partial, path)
 }
 
 /// Where `petstore compile` puts the artifact of a component file: beside

@@ -20,9 +20,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-pub use component::{
-    LoadError, LoadedComponent, Origin, cached_artifact_path, precompiled_path, sha256_hex, write_artifact,
-};
+pub use component::{LoadError, LoadedComponent, Origin, precompiled_path, sha256_hex};
 pub use engine::{PoolLimits, build as build_engine};
 
 use warm::{Instance, WarmInstances};
@@ -123,21 +121,39 @@ impl Runtime {
         all
     }
 
-    /// Compile `bytes` as the component `name` (or load their artifact from
-    /// `cache`, writing it there when missing) and check them against the
+    /// Compile `bytes` as the component `name` and check them against the
     /// world, without serving them yet. CPU-bound: call from a blocking
     /// thread. A failure is counted as a refused swap.
-    pub fn compile(&self, name: &str, bytes: &[u8], cache: Option<&Path>) -> Result<LoadedComponent, SwapError> {
-        if !self.components.contains_key(name) {
-            return Err(SwapError::Unknown(name.to_string()));
-        }
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<LoadedComponent, SwapError> {
+        self.known(name)?;
         let started = Instant::now();
-        LoadedComponent::from_bytes_cached(&self.engine, &self.linker, name, bytes, cache).map_err(|err| {
+        LoadedComponent::from_bytes(&self.engine, &self.linker, name, bytes).map_err(|err| {
             self.metrics.swaps.with_label_values(&[name, "rejected"]).inc();
             let took_ms = started.elapsed().as_secs_f64() * 1000.0;
             tracing::warn!(component = name, error = %err, took_ms, "component refused; the running version keeps serving");
             SwapError::Load(err)
         })
+    }
+
+    /// Load `artifact`, the compiled form of `bytes`, as the component
+    /// `name`, without serving it yet.
+    ///
+    /// # Safety
+    /// As [`LoadedComponent::from_artifact`]: the caller knows this service
+    /// compiled `artifact` from exactly `bytes`.
+    pub unsafe fn load_artifact(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        artifact: &[u8],
+    ) -> Result<LoadedComponent, SwapError> {
+        self.known(name)?;
+        // SAFETY: the caller's promise above.
+        Ok(unsafe { LoadedComponent::from_artifact(&self.engine, &self.linker, name, bytes, artifact) }?)
+    }
+
+    fn known(&self, name: &str) -> Result<(), SwapError> {
+        if self.components.contains_key(name) { Ok(()) } else { Err(SwapError::Unknown(name.to_string())) }
     }
 
     /// Serve `loaded` from now on, in place of its component's running
@@ -211,11 +227,11 @@ impl Runtime {
         let run = async {
             let mut instance = match self.warm.take(component) {
                 Some(mut warm) => {
-                    warm.store.data_mut().start_request(request_id);
+                    warm.store.data_mut().start_request(request_id, deadline);
                     self.metrics.instance_reuses.with_label_values(&[name]).inc();
                     warm
                 }
-                None => self.instantiate(component, request_id).await?,
+                None => self.instantiate(component, request_id, deadline).await?,
             };
             instance.store.set_epoch_deadline(1);
             instance.served += 1;
@@ -235,9 +251,14 @@ impl Runtime {
         }
     }
 
-    async fn instantiate(&self, component: &Arc<LoadedComponent>, request_id: Arc<str>) -> wasmtime::Result<Instance> {
+    async fn instantiate(
+        &self,
+        component: &Arc<LoadedComponent>,
+        request_id: Arc<str>,
+        deadline: tokio::time::Instant,
+    ) -> wasmtime::Result<Instance> {
         let started = Instant::now();
-        let state = RequestState::new(self.shared.clone(), request_id, component.name.clone());
+        let state = RequestState::new(self.shared.clone(), request_id, component.name.clone(), deadline);
         let mut store = Store::new(&self.engine, state);
         // A guest still running after a few epoch ticks yields to the
         // executor at every tick, so a busy guest cannot starve other requests

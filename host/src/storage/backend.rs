@@ -1,38 +1,34 @@
 //! What a database backend provides: the one trait each backend implements
-//! (SQLite and PostgreSQL in their own files, a mock for tests), so the
-//! code above it is written once for all of them.
+//! (SQLite and PostgreSQL in their own folders, a mock for tests), so the
+//! code above it is written once for all of them. Every statement names its
+//! [`Caller`]: a backend runs a component's only within its grant and stops
+//! it at its deadline.
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{ConnectOptions, DbError, RowSet, Value};
+use super::{Caller, DbError, RowSet, Value};
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Open the database named by `url` (the backend's own scheme).
-    async fn open(url: &str, options: &ConnectOptions) -> Result<Self, DbError>
-    where
-        Self: Sized;
-
-    /// Sort one of the driver's errors into the classes handlers tell apart,
-    /// by the backend's own error codes.
-    fn classify(err: sqlx::Error) -> DbError
-    where
-        Self: Sized;
-
     /// A statement that returns rows, outside any transaction.
-    async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError>;
+    async fn query(&self, caller: &Caller, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError>;
 
     /// A statement run for its effect, outside any transaction.
-    async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError>;
+    async fn execute(&self, caller: &Caller, sql: &str, params: Vec<Value>) -> Result<u64, DbError>;
 
-    /// A write transaction.
-    async fn begin(&self) -> Result<Box<dyn BackendTransaction>, DbError>;
+    /// A write transaction whose statements run for `caller`.
+    async fn begin(&self, caller: &Caller) -> Result<Box<dyn BackendTransaction>, DbError>;
 
-    /// A read-only transaction that sees one snapshot for all its reads.
+    /// A read-only transaction that sees one snapshot for all its reads (the host's).
     async fn begin_snapshot(&self) -> Result<Box<dyn BackendTransaction>, DbError>;
 
-    /// Connections open in the pool, and how many of them are idle.
+    /// A cheap round trip on every kind of connection, for readiness.
+    async fn ping(&self) -> Result<(), DbError> {
+        self.query(&Caller::Host, "SELECT 1", Vec::new()).await.map(drop)
+    }
+
+    /// Connections open for components' statements, and how many are idle.
     fn pool_stats(&self) -> (u32, usize);
 
     /// A wake-up each time `channel` is notified by another connection

@@ -18,6 +18,14 @@ pub fn text(row: &[Value], i: usize) -> Result<String, DbError> {
     }
 }
 
+/// An integer, or `None` for NULL.
+pub fn optional_int(row: &[Value], i: usize) -> Result<Option<i64>, DbError> {
+    match row.get(i) {
+        Some(Value::Null) => Ok(None),
+        _ => int(row, i).map(Some),
+    }
+}
+
 /// Text, or `None` for NULL.
 pub fn optional_text(row: &[Value], i: usize) -> Result<Option<String>, DbError> {
     match row.get(i) {

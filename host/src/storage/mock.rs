@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 
 use super::backend::{Backend, BackendTransaction};
-use super::{ConnectOptions, DbError, RowSet, Value};
+use super::{Caller, DbError, RowSet, Value};
 
 /// What a scripted statement answers.
 pub enum Answer {
@@ -23,6 +23,9 @@ pub enum Answer {
 pub struct Mock {
     script: Arc<Mutex<VecDeque<Answer>>>,
     calls: Arc<Mutex<Vec<String>>>,
+    /// The component each statement outside a transaction, and each
+    /// `begin`, ran for (`None`: the host).
+    callers: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl Mock {
@@ -35,6 +38,16 @@ impl Mock {
     /// Every call so far: `query SQL`, `execute SQL`, `begin`, `commit`.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// For whom each statement outside a transaction, and each `begin`, ran.
+    pub fn callers(&self) -> Vec<Option<String>> {
+        self.callers.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn record_caller(&self, caller: &Caller) {
+        let who = caller.grant().map(|g| g.component().to_string());
+        self.callers.lock().unwrap_or_else(PoisonError::into_inner).push(who);
     }
 
     fn record(&self, call: String) {
@@ -67,29 +80,24 @@ impl Mock {
 
 #[async_trait]
 impl Backend for Mock {
-    async fn open(_url: &str, _options: &ConnectOptions) -> Result<Mock, DbError> {
-        Ok(Mock::default())
-    }
-
-    fn classify(err: sqlx::Error) -> DbError {
-        DbError::Other(err.to_string())
-    }
-
-    async fn query(&self, sql: &str, _params: Vec<Value>) -> Result<RowSet, DbError> {
+    async fn query(&self, caller: &Caller, sql: &str, _params: Vec<Value>) -> Result<RowSet, DbError> {
+        self.record_caller(caller);
         self.rows(sql)
     }
 
-    async fn execute(&self, sql: &str, _params: Vec<Value>) -> Result<u64, DbError> {
+    async fn execute(&self, caller: &Caller, sql: &str, _params: Vec<Value>) -> Result<u64, DbError> {
+        self.record_caller(caller);
         self.affected(sql)
     }
 
-    async fn begin(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
+    async fn begin(&self, caller: &Caller) -> Result<Box<dyn BackendTransaction>, DbError> {
+        self.record_caller(caller);
         self.record("begin".into());
         Ok(Box::new(self.clone()))
     }
 
     async fn begin_snapshot(&self) -> Result<Box<dyn BackendTransaction>, DbError> {
-        self.begin().await
+        self.begin(&Caller::Host).await
     }
 
     fn pool_stats(&self) -> (u32, usize) {

@@ -1,30 +1,53 @@
-//! Storage: the service's database behind one small API (query, execute,
-//! transactions) with backend-neutral values and errors. The host's
-//! `database` interface is a thin layer over this; nothing here knows WIT.
+//! Storage: the service's databases behind one small API (query, execute,
+//! transactions) with backend-neutral values and errors. Nothing here knows
+//! WIT.
+//!
+//! Two kinds of caller use it ([`Caller`]). The host itself (migrations,
+//! the component registry, backups, health checks) has every right its
+//! database role has. A handler component reaches only the tables its
+//! [`Grant`] lists, with plain queries and DML, and its statement stops at
+//! its request's deadline: the database enforces that, not the component
+//! (a login role of the components' own on PostgreSQL, an authorizer and a
+//! progress handler on every SQLite connection; see `docs/security.md`).
+//! The component registry lives where component statements cannot reach:
+//! its own schema on PostgreSQL, its own file on SQLite ([`Databases`]).
 //!
 //! # Layout
 //! - [`backend`]: the trait each backend implements;
+//! - [`grant`]: what one component may touch, and who calls;
 //! - [`column`]: typed reads of a row's columns, for the host's own queries;
 //! - `sql`: the sqlx code the real backends share;
-//! - `sqlite`, `postgres`: each backend's own knowledge (connecting, locking,
-//!   decoding, its error codes);
+//! - `statement`: a component's SQL read as its database reads it (its
+//!   kind, one statement or several, the names it uses); `screen`: what
+//!   the host refuses before the database sees it;
+//! - `sqlite/`, `postgres/`: each backend's own knowledge (connecting,
+//!   locking, decoding, its error codes, how it confines components);
 //! - [`mock`] (tests only): a scripted backend, to test the layers above
 //!   without a database.
 
 pub mod backend;
 pub mod column;
+pub mod grant;
 #[cfg(test)]
 pub mod mock;
 mod postgres;
+mod screen;
 mod sql;
 mod sqlite;
+mod statement;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backend::{Backend, BackendTransaction};
+pub use grant::{Caller, Grant};
 
 use thiserror::Error;
+
+/// The most a component's query may return, counted as the values' sizes:
+/// the host holds it all before the guest gets it, so one `SELECT` over a
+/// generated series must not take the host's memory.
+pub const COMPONENT_RESULT_LIMIT: usize = 16 << 20;
 
 /// A parameter or column value.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +58,17 @@ pub enum Value {
     Text(String),
     Blob(Vec<u8>),
     Boolean(bool),
+}
+
+impl Value {
+    /// About how many bytes the value takes, for [`COMPONENT_RESULT_LIMIT`].
+    fn size(&self) -> usize {
+        16 + match self {
+            Value::Text(s) => s.len(),
+            Value::Blob(b) => b.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// Rows of a query. `columns` is empty when there are no rows.
@@ -60,13 +94,19 @@ pub enum DbError {
     /// deadlock) and was rolled back: running it again is expected to work.
     #[error("transaction aborted by contention: {0}")]
     Contention(String),
-    /// Waiting for a lock or a statement took too long.
+    /// Waiting for a lock or a statement took too long (or the request's
+    /// deadline passed while it ran).
     #[error("database busy: {0}")]
     Busy(String),
     /// The database cannot be reached or cannot work (down, shutting down,
     /// out of disk or connections).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The statement reaches outside what its caller may touch: a table its
+    /// grant does not list, the schema, a session setting, a file. A bug
+    /// (or worse) in the component that sent it.
+    #[error("statement refused: {0}")]
+    Forbidden(String),
     /// Anything else: bad SQL, a type that cannot be carried, a bug.
     #[error("database error: {0}")]
     Other(String),
@@ -80,6 +120,7 @@ pub(crate) enum ErrorClass {
     Contention,
     Busy,
     Unavailable,
+    Forbidden,
     Other,
 }
 
@@ -106,6 +147,7 @@ pub(crate) fn classify(err: sqlx::Error, class_of: fn(&str) -> ErrorClass) -> Db
         ErrorClass::Contention => DbError::Contention(message),
         ErrorClass::Busy => DbError::Busy(message),
         ErrorClass::Unavailable => DbError::Unavailable(message),
+        ErrorClass::Forbidden => DbError::Forbidden(message),
         ErrorClass::Other => DbError::Other(message),
     }
 }
@@ -121,24 +163,51 @@ pub struct ConnectOptions {
     /// Credentials for a URL that carries none (PostgreSQL).
     pub user: Option<String>,
     pub password: Option<String>,
+    /// How components reach the database; `None` where none run (the
+    /// backup commands).
+    pub components: Option<ComponentAccess>,
 }
 
-/// The configured backend's connection pool; cheap to clone.
+/// What the components together may reach, set up when the database opens.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentAccess {
+    /// PostgreSQL: the login role components' statements run as (its own
+    /// `db-component-credentials`), and its password.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Every grant: the host gives the component role exactly the union of
+    /// their tables, and the screen keeps each component to its own.
+    pub grants: Vec<Grant>,
+}
+
+/// The configured backend's connections; cheap to clone.
 #[derive(Clone)]
 pub struct Database(Arc<dyn Backend>);
+
+/// What [`Database::open`] opens: the service's data, where components'
+/// statements run, and the component registry, which only the host reaches.
+/// On PostgreSQL both are one database (the registry in a schema of its
+/// own); on SQLite the registry is a file of its own beside the data.
+pub struct Databases {
+    pub data: Database,
+    pub registry: Database,
+}
 
 /// An open transaction; dropping it rolls back.
 pub struct Transaction(Box<dyn BackendTransaction>);
 
 impl Database {
-    /// Open the database named by `url`: `sqlite:` (opened and migrated
-    /// before this returns) or `postgres://` (connected and migrated in the
-    /// background, so the host starts while the database comes up).
-    pub async fn open(url: &str, options: &ConnectOptions) -> Result<Database, DbError> {
+    /// Open the databases named by `url`: `sqlite:` (opened and migrated
+    /// before this returns) or `postgres://` (connected, migrated and its
+    /// component role set up in the background, so the host starts while
+    /// the database comes up).
+    pub async fn open(url: &str, options: &ConnectOptions) -> Result<Databases, DbError> {
         if url.starts_with("sqlite:") {
-            Ok(Database::from_backend(sqlite::Sqlite::open(url, options).await?))
+            let (data, registry) = sqlite::Sqlite::open(url, options).await?;
+            Ok(Databases { data: Database::from_backend(data), registry: Database::from_backend(registry) })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Database::from_backend(postgres::Postgres::open(url, options).await?))
+            let db = Database::from_backend(postgres::Postgres::open(url, options).await?);
+            Ok(Databases { data: db.clone(), registry: db })
         } else {
             Err(DbError::Other(format!("unsupported database URL scheme in {}", redact(url))))
         }
@@ -148,25 +217,41 @@ impl Database {
         Database(Arc::new(backend))
     }
 
-    /// Run a statement on a connection of its own (the pool's, or SQLite's
-    /// writer), given back before this returns: see [`handed_back`].
+    /// Run a statement as the host, on a connection of its own, given back
+    /// before this returns: see [`handed_back`].
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
-        handed_back(self.0.query(sql, params).await).await
+        self.query_as(&Caller::Host, sql, params).await
     }
 
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        handed_back(self.0.execute(sql, params).await).await
+        self.execute_as(&Caller::Host, sql, params).await
     }
 
-    /// Begin a write transaction. sqlx's `begin` is not cancel-safe: a
-    /// caller dropped after BEGIN ran but before it got the transaction (a
-    /// client gone, a handler past its deadline) left a connection inside a
-    /// transaction nobody owned, holding SQLite's write lock, and every later
-    /// write failed. So BEGIN runs to completion on a task of its own; if
-    /// nobody takes the transaction, dropping it rolls it back.
+    /// Run a statement for `caller` (a component: within its grant, until
+    /// its deadline).
+    pub async fn query_as(&self, caller: &Caller, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
+        handed_back(self.0.query(caller, sql, params).await).await
+    }
+
+    pub async fn execute_as(&self, caller: &Caller, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        handed_back(self.0.execute(caller, sql, params).await).await
+    }
+
+    /// Begin a write transaction as the host.
     pub async fn begin(&self) -> Result<Transaction, DbError> {
+        self.begin_as(Caller::Host).await
+    }
+
+    /// Begin a write transaction whose statements run for `caller`. sqlx's
+    /// `begin` is not cancel-safe: a caller dropped after BEGIN ran but
+    /// before it got the transaction (a client gone, a handler past its
+    /// deadline) left a connection inside a transaction nobody owned,
+    /// holding SQLite's write lock, and every later write failed. So BEGIN
+    /// runs to completion on a task of its own; if nobody takes the
+    /// transaction, dropping it rolls it back.
+    pub async fn begin_as(&self, caller: Caller) -> Result<Transaction, DbError> {
         let backend = self.0.clone();
-        to_completion(async move { backend.begin().await.map(Transaction) }).await
+        to_completion(async move { backend.begin(&caller).await.map(Transaction) }).await
     }
 
     /// A read-only transaction that sees one snapshot for all its reads
@@ -187,7 +272,7 @@ impl Database {
         }
     }
 
-    /// Connections open in the pool, and how many of them are idle.
+    /// Connections open for components' statements, and how many are idle.
     pub fn pool_stats(&self) -> (u32, usize) {
         self.0.pool_stats()
     }
@@ -197,9 +282,10 @@ impl Database {
         self.0.subscribe(channel)
     }
 
-    /// A cheap round trip, for readiness.
+    /// A cheap round trip on every kind of connection requests use, for
+    /// readiness: `unavailable` until the database is migrated and set up.
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.query("SELECT 1", Vec::new()).await.map(drop)
+        self.0.ping().await
     }
 }
 
@@ -224,7 +310,7 @@ impl Transaction {
     }
 
     /// Commit. Once started, a commit finishes even if its caller is
-    /// dropped (see [`Database::begin`]), so its outcome never depends on
+    /// dropped (see [`Database::begin_as`]), so its outcome never depends on
     /// whether the client waited for it.
     pub async fn commit(self) -> Result<(), DbError> {
         handed_back(to_completion(self.0.commit()).await).await
@@ -255,6 +341,13 @@ async fn to_completion<T: Send + 'static>(
 /// Whether a statement only reads (a plain SELECT); anything else may write.
 pub fn is_select(sql: &str) -> bool {
     sql.trim_start().get(..6).is_some_and(|word| word.eq_ignore_ascii_case("select"))
+}
+
+/// When `caller` must have its answer: its deadline, or `wait` from now,
+/// whichever comes first.
+fn until(caller: &Caller, wait: Duration) -> tokio::time::Instant {
+    let by_wait = tokio::time::Instant::now() + wait;
+    caller.deadline().map_or(by_wait, |deadline| deadline.min(by_wait))
 }
 
 /// The URL without its password, for messages.

@@ -1,13 +1,12 @@
 //! The sqlx code both real backends share: binding parameters, running a
-//! statement, and reading its rows with the backend's own decoder.
+//! statement, and reading its rows with the backend's own decoder, within a
+//! size limit when a component asked.
 
+use futures_util::StreamExt;
 use sqlx::query::Query;
-use sqlx::{Column, Database, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::{AssertSqlSafe, Column, Database, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{DbError, RowSet, Value};
-
-/// The arguments of a statement on database `DB`.
-type Arguments<'q, DB> = <DB as Database>::Arguments<'q>;
 
 /// How a backend speaks to sqlx: its driver, how it binds parameters,
 /// decodes a row and sorts errors.
@@ -15,24 +14,25 @@ pub trait Dialect {
     type Db: Database;
     /// `sql` with `params` bound, in order (each backend calls [`bind`] with
     /// the type its driver sends NULL as).
-    fn bind(sql: &str, params: Vec<Value>) -> Query<'_, Self::Db, Arguments<'_, Self::Db>>;
+    fn bind(sql: String, params: Vec<Value>) -> Query<'static, Self::Db, <Self::Db as Database>::Arguments>;
     fn decode_row(row: &<Self::Db as Database>::Row) -> Result<Vec<Value>, DbError>;
     fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
     fn error(err: sqlx::Error) -> DbError;
 }
 
 /// Bind `params` in order; `Value::Null` binds as a `Null` that is `None`.
-pub fn bind<'q, DB: Database, Null>(sql: &'q str, params: Vec<Value>) -> Query<'q, DB, Arguments<'q, DB>>
+/// The statement text is the caller's: components send SQL of their own by
+/// design (the database confines them, not the text).
+pub fn bind<DB: Database, Null>(sql: String, params: Vec<Value>) -> Query<'static, DB, DB::Arguments>
 where
-    Null: 'q,
-    Option<Null>: Encode<'q, DB> + Type<DB>,
-    i64: Encode<'q, DB> + Type<DB>,
-    f64: Encode<'q, DB> + Type<DB>,
-    String: Encode<'q, DB> + Type<DB>,
-    Vec<u8>: Encode<'q, DB> + Type<DB>,
-    bool: Encode<'q, DB> + Type<DB>,
+    Option<Null>: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    f64: for<'q> Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
+    bool: for<'q> Encode<'q, DB> + Type<DB>,
 {
-    let mut q = sqlx::query::<DB>(sql);
+    let mut q = sqlx::query::<DB>(AssertSqlSafe(sql));
     for p in params {
         q = match p {
             Value::Null => q.bind(None::<Null>),
@@ -46,26 +46,41 @@ where
     q
 }
 
-/// Run a statement that returns rows on `executor`.
-pub async fn query<'c, D: Dialect, E>(executor: E, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError>
+/// Run a statement that returns rows on `executor`; with a `limit`, refuse
+/// a result whose values add up to more than that many bytes (the rest is
+/// not fetched).
+pub async fn query<'c, D: Dialect, E>(
+    executor: E,
+    sql: String,
+    params: Vec<Value>,
+    limit: Option<usize>,
+) -> Result<RowSet, DbError>
 where
     E: Executor<'c, Database = D::Db>,
-    for<'q> Arguments<'q, D::Db>: IntoArguments<'q, D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
 {
-    let rows = D::bind(sql, params).fetch_all(executor).await.map_err(D::error)?;
-    let columns = match rows.first() {
-        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
-        None => Vec::new(),
-    };
-    let rows = rows.iter().map(D::decode_row).collect::<Result<_, _>>()?;
+    let mut stream = D::bind(sql, params).fetch(executor);
+    let (mut columns, mut rows, mut size) = (Vec::new(), Vec::new(), 0usize);
+    while let Some(row) = stream.next().await {
+        let row = row.map_err(D::error)?;
+        if columns.is_empty() {
+            columns = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        let values = D::decode_row(&row)?;
+        size += values.iter().map(Value::size).sum::<usize>();
+        if let Some(limit) = limit.filter(|limit| size > *limit) {
+            return Err(DbError::Forbidden(format!("the result is larger than {} MiB", limit >> 20)));
+        }
+        rows.push(values);
+    }
     Ok(RowSet { columns, rows })
 }
 
 /// Run a statement for its effect on `executor`: the rows it affected.
-pub async fn execute<'c, D: Dialect, E>(executor: E, sql: &str, params: Vec<Value>) -> Result<u64, DbError>
+pub async fn execute<'c, D: Dialect, E>(executor: E, sql: String, params: Vec<Value>) -> Result<u64, DbError>
 where
     E: Executor<'c, Database = D::Db>,
-    for<'q> Arguments<'q, D::Db>: IntoArguments<'q, D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
 {
     let done = D::bind(sql, params).execute(executor).await.map_err(D::error)?;
     Ok(D::rows_affected(&done))

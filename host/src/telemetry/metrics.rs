@@ -31,6 +31,9 @@ pub struct Metrics {
     pub contention_retries: IntCounterVec,
     pub db_duration: HistogramVec,
     pub db_pool: IntGaugeVec,
+    pub db_refused: IntCounterVec,
+    pub artifacts_refused: IntCounterVec,
+    pub admin_auth_failures: IntCounter,
 }
 
 impl Metrics {
@@ -136,6 +139,24 @@ impl Metrics {
                 let g = IntGaugeVec::new(Opts::new("petstore_db_pool_connections", "The database pool."), &["state"])?;
                 registry.register(Box::new(g.clone()))?;
                 g
+            },
+            db_refused: counter(
+                "petstore_db_statements_refused_total",
+                "Statements a component sent that reach outside its grant (another table, the schema, a session setting, a file), refused.",
+                &["component"],
+            )?,
+            artifacts_refused: counter(
+                "petstore_component_artifacts_refused_total",
+                "Compiled artifacts refused because this fleet's key does not vouch for them (compiled instead).",
+                &["source"],
+            )?,
+            admin_auth_failures: {
+                let c = IntCounter::new(
+                    "petstore_admin_auth_failures_total",
+                    "Admin API calls refused for a missing or wrong token, or throttled after too many.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
             },
             registry,
         };

@@ -1,0 +1,121 @@
+//! Converging on the registry, on every replica: what is active and not
+//! yet served here is loaded and swapped in; what this replica runs is
+//! reported with every heartbeat.
+
+use std::sync::Arc;
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::registry::{self, Upload};
+use super::{Fleet, FleetError, ReplicaState};
+
+/// While the registry has not been read once (the database is starting),
+/// how soon to try again.
+const FIRST_SYNC_RETRY: Duration = Duration::from_millis(250);
+
+impl Fleet {
+    /// Converge on the registry for as long as the service runs: at once,
+    /// on every notification, and every `COMPONENT_SYNC_MS`.
+    pub async fn run(self: Arc<Self>) {
+        let mut woken = self.registry.database().subscribe(registry::CHANNEL);
+        loop {
+            let wait = match self.sync().await {
+                Ok(()) => self.settings.sync_every,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the component registry; trying again");
+                    if self.is_synced() { self.settings.sync_every } else { FIRST_SYNC_RETRY }
+                }
+            };
+            match woken.as_mut() {
+                Some(woken) => {
+                    let _ = tokio::time::timeout(wait, woken.recv()).await;
+                }
+                None => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// Read the registry once, load what is active and not yet served, and
+    /// report (a heartbeat).
+    async fn sync(&self) -> Result<(), FleetError> {
+        let _busy = self.busy.lock().await;
+        let mut desired = self.registry.active().await?;
+        for component in self.runtime.components() {
+            let name = component.name.to_string();
+            let target = match desired.remove(&name) {
+                Some(digest) => digest,
+                None => match self.seed(&name).await? {
+                    Some(digest) => digest,
+                    None => continue,
+                },
+            };
+            self.warn_if_image_differs(&name, &target);
+            if component.digest != target && !self.failed_before(&name, &target) {
+                self.converge(&name, &target).await;
+            } else if component.digest == target {
+                self.record(&name, &target, ReplicaState::Converged, None);
+            }
+        }
+        self.report().await?;
+        self.synced.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Say (once per start) when the image carries another version of a
+    /// component than the registry's active one: the registry's is served.
+    fn warn_if_image_differs(&self, name: &str, active: &str) {
+        let Some(image) = self.image.get(name).map(|image| &image.digest) else { return };
+        let first_time = !self.states.lock().unwrap_or_else(PoisonError::into_inner).contains_key(name);
+        if image.as_str() != active && first_time {
+            tracing::warn!(
+                component = name,
+                image = format!("sha256:{image}"),
+                active = format!("sha256:{active}"),
+                "this image carries another version than the registry's active one, which is served; \
+                 roll the image's out with scripts/rollout-component to serve it"
+            );
+        }
+    }
+
+    /// Seed the registry with the image's version of `name`; its digest.
+    async fn seed(&self, name: &str) -> Result<Option<String>, FleetError> {
+        let Some(image) = self.image.get(name) else { return Ok(None) };
+        let upload = Upload {
+            name,
+            digest: &image.digest,
+            bytes: &image.bytes,
+            signature: None,
+            version: None,
+            uploaded_by: "image",
+            artifact: None,
+        };
+        self.registry.seed(&upload).await?;
+        Ok(self.registry.active().await?.remove(name))
+    }
+
+    /// Load and serve `digest` of `name`; on failure the running version
+    /// keeps serving and the reason is reported.
+    async fn converge(&self, name: &str, digest: &str) {
+        self.record(name, digest, ReplicaState::Loading, None);
+        let loaded = async {
+            let no_such = || FleetError::NoSuchVersion { name: name.into(), digest: digest.into() };
+            let stored = self.registry.fetch(name, digest).await?.ok_or_else(no_such)?;
+            self.check_trusted(name, digest, &stored)?;
+            let (loaded, _) = self.load(name, stored.bytes, stored.artifact).await?;
+            Ok::<_, FleetError>(self.runtime.install(loaded)?)
+        };
+        match loaded.await {
+            Ok(_) => self.record(name, digest, ReplicaState::Converged, None),
+            Err(err) => {
+                tracing::warn!(component = name, digest, error = %err, "cannot load the active version; the running one keeps serving");
+                self.record(name, digest, ReplicaState::Failed, Some(err.to_string()));
+            }
+        }
+    }
+
+    fn failed_before(&self, name: &str, digest: &str) -> bool {
+        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        states.get(name).is_some_and(|a| a.desired == digest && a.state == ReplicaState::Failed)
+    }
+}

@@ -1,0 +1,203 @@
+//! A component's SQL read as its database will read it, and screened before
+//! it is sent. What the database itself enforces is the boundary (on
+//! PostgreSQL the component role's privileges: DML on the components' tables
+//! and nothing else, no DDL, no temporary tables, no registry; on SQLite the
+//! authorizer). One PostgreSQL role cannot tell one component from another,
+//! nor stop a statement from changing its own session, and SQLite's
+//! authorizer never sees VACUUM; so the screen adds, on both:
+//!
+//! - one statement, and a query or DML: SELECT, INSERT, UPDATE, DELETE,
+//!   WITH, VALUES or TABLE (so no SET, RESET, DISCARD, LISTEN, NOTIFY,
+//!   COPY, PREPARE, DECLARE, DO, LOCK, …);
+//! - no function that changes the session or other sessions, or runs SQL
+//!   given as a string (`set_config`, advisory locks, `pg_notify`,
+//!   `pg_terminate_backend`, large objects, `query_to_xml`, `ts_stat`, …),
+//!   and no catalog (`pg_…`, `information_schema`, `sqlite_…`);
+//! - no table of another component's, nor of the host's;
+//!
+//! each refused with a message that says which rule. The statement is read
+//! as its database's lexer reads it (`statement.rs`; on PostgreSQL with
+//! `standard_conforming_strings` on, which the component role's connections
+//! set and cannot change).
+
+use std::collections::BTreeSet;
+
+use super::statement::{self, Syntax, Token};
+use super::{DbError, Grant};
+
+/// Functions no component may call, by exact name.
+const REFUSED: &[&str] = &[
+    "set_config",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_notify",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_promote",
+    "pg_log_backend_memory_contexts",
+    "pg_export_snapshot",
+    "pg_stat_file",
+    "ts_stat",
+    "ts_rewrite",
+];
+
+/// … and by the start of their names: families of functions, and the
+/// catalogs (`pg_roles`, `pg_stat_activity`, `sqlite_master`, …).
+const REFUSED_PREFIXES: &[&str] = &["pg_", "lo_", "dblink", "information_schema", "sqlite_"];
+
+/// Names under a refused prefix that a component may use.
+const ALLOWED: &[&str] = &["pg_sleep"];
+
+/// The host's own tables, which no grant may name.
+const HOST_TABLES: &[&str] = &["_sqlx_migrations", "component_versions", "component_active", "replica_components"];
+
+/// Screens components' statements against their grants.
+pub struct Screen {
+    /// Every table some grant names, and the host's own: a statement that
+    /// names one of these outside its own grant is refused.
+    known: BTreeSet<String>,
+}
+
+impl Screen {
+    pub fn new(grants: &[Grant]) -> Screen {
+        let mut known: BTreeSet<String> = HOST_TABLES.iter().map(|t| t.to_string()).collect();
+        known.extend(grants.iter().flat_map(|g| g.tables().map(str::to_string)));
+        Screen { known }
+    }
+
+    /// `Ok` if `sql` may be sent to a `dialect` database for `grant`'s component.
+    pub fn check(&self, grant: &Grant, sql: &str, dialect: Syntax) -> Result<(), DbError> {
+        self.verdict(grant, sql, dialect)
+            .map_err(|why| DbError::Forbidden(format!("{} may not {why}", grant.component())))
+    }
+
+    fn verdict(&self, grant: &Grant, sql: &str, dialect: Syntax) -> Result<(), String> {
+        for token in &statement::one_query_or_dml(sql, dialect)? {
+            let Token::Name(name, _) = token else { continue };
+            let refused = REFUSED.contains(&name.as_str())
+                || REFUSED_PREFIXES.iter().any(|p| name.starts_with(p))
+                || name.contains("_to_xml");
+            if refused && !ALLOWED.contains(&name.as_str()) {
+                return Err(format!("use {name} (it reaches beyond its tables)"));
+            }
+            if self.known.contains(name) && !grant.allows(name) {
+                return Err(format!("use table {name}: not among its tables in routes.toml"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen() -> Screen {
+        Screen::new(&[Grant::new("pets", ["pets", "pet_tags"]), Grant::new("orders", ["orders", "pets"])])
+    }
+
+    fn refused(sql: &str) -> String {
+        match screen().check(&Grant::new("pets", ["pets", "pet_tags"]), sql, Syntax::Postgres) {
+            Err(DbError::Forbidden(why)) => why,
+            other => panic!("{sql:?} was not refused: {other:?}"),
+        }
+    }
+
+    fn passes(sql: &str) {
+        let verdict = screen().check(&Grant::new("pets", ["pets", "pet_tags"]), sql, Syntax::Postgres);
+        assert!(verdict.is_ok(), "{sql:?}: {verdict:?}");
+    }
+
+    #[test]
+    fn queries_and_dml_on_the_components_own_tables_pass() {
+        passes("SELECT id, name FROM pets WHERE id = $1");
+        passes("  (SELECT 1)");
+        passes("INSERT INTO pets (name) VALUES ($1) RETURNING id");
+        passes("WITH x AS (DELETE FROM pet_tags WHERE pet_id = $1 RETURNING 1) SELECT count(*) FROM x");
+        passes("SELECT 'orders; set_config(''a'', ''b'', false)' AS text, $$ DROP TABLE pets $$");
+        passes("SELECT E'it\\'s orders' -- orders in a comment\n FROM pets /* nested /* orders */ */");
+        passes("SELECT pg_sleep($1)");
+        passes("SELECT 1;");
+    }
+
+    #[test]
+    fn session_and_schema_statements_are_refused() {
+        for sql in [
+            "SET statement_timeout = 0",
+            "set local statement_timeout = 0",
+            "RESET ALL",
+            "DISCARD ALL",
+            "LISTEN x",
+            "NOTIFY x",
+            "COPY pets TO STDOUT",
+            "CREATE TRIGGER t AFTER INSERT ON pets EXECUTE FUNCTION f()",
+            "DO $$ BEGIN PERFORM 1; END $$",
+            "PREPARE p AS SELECT 1",
+            "ALTER ROLE current_user SET default_transaction_read_only = on",
+            "/* SELECT */ SET x = 1",
+        ] {
+            assert!(refused(sql).contains("run"), "{sql}");
+        }
+    }
+
+    #[test]
+    fn functions_that_reach_beyond_the_statement_are_refused_however_written() {
+        for sql in [
+            "SELECT set_config('statement_timeout', '0', false)",
+            "SELECT pg_catalog.SET_CONFIG('x', 'y', false)",
+            "SELECT \"set_config\"('x', 'y', false)",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT pg_try_advisory_lock_shared(1)",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+            "SELECT pg_notify('petstore_components', '')",
+            "SELECT query_to_xml('select * from orders', true, false, '')",
+            "SELECT lo_import('/etc/passwd')",
+        ] {
+            assert!(refused(sql).contains("beyond its tables"), "{sql}");
+        }
+    }
+
+    #[test]
+    fn catalogs_are_refused_on_both_databases() {
+        for sql in [
+            "SELECT rolname FROM pg_roles",
+            "SELECT * FROM pg_catalog.pg_stat_activity",
+            "SELECT * FROM information_schema.tables",
+        ] {
+            assert!(refused(sql).contains("beyond its tables"), "{sql}");
+        }
+        let grant = Grant::new("pets", ["pets"]);
+        let sqlite = screen().check(&grant, "INSERT INTO pets (name) SELECT sql FROM sqlite_master", Syntax::Sqlite);
+        assert!(matches!(sqlite, Err(DbError::Forbidden(why)) if why.contains("sqlite_master")));
+    }
+
+    #[test]
+    fn other_components_and_the_hosts_tables_are_refused() {
+        assert!(refused("SELECT * FROM orders").contains("orders"));
+        assert!(refused("SELECT * FROM public.\"orders\"").contains("orders"));
+        assert!(
+            refused("UPDATE pets SET name = (SELECT digest FROM component_active LIMIT 1)")
+                .contains("component_active")
+        );
+        assert!(refused("SELECT * FROM petstore_registry.component_versions").contains("component_versions"));
+        assert!(refused("SELECT * FROM _sqlx_migrations").contains("_sqlx_migrations"));
+    }
+
+    #[test]
+    fn what_cannot_be_read_with_certainty_is_refused() {
+        for sql in [
+            "SELECT U&\"\\0073et_config\"('a', 'b', false)",
+            "SELECT u&'x'",
+            "SELECT 'unterminated",
+            "SELECT 1 /* unterminated",
+            "SELECT $tag$ unterminated",
+            "SELECT \"unterminated",
+            "SELECT 1; SELECT 2",
+            "SELECT 1; SET x = 1",
+        ] {
+            refused(sql);
+        }
+    }
+}

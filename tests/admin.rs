@@ -1,0 +1,115 @@
+//! The admin API before any body: the token is checked on the headers, so
+//! an unauthenticated upload costs nothing (its body is never read); a body
+//! must arrive within BODY_TIMEOUT_MS; an address that keeps presenting
+//! wrong tokens is throttled, whatever it sends next; and `/metrics` lives
+//! on a port of its own, so what may scrape it never reaches the admin API.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::support::{Answer, Server};
+
+const TOKEN: &str = "admin-token";
+
+fn server(extra: &[(&str, &str)]) -> Server {
+    let mut builder = Server::builder().env("ADMIN_TOKEN", TOKEN);
+    for (k, v) in extra {
+        builder = builder.env(k, v);
+    }
+    builder.start()
+}
+
+/// The admin port's answer to `head` (a request's header) followed by
+/// `body`, sent in one go or not at all; the status line and headers.
+fn raw(s: &Server, head: &str, body: &[u8]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", s.admin_port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream.write_all(head.as_bytes()).expect("head");
+    // The server may answer and close before the body is through.
+    let _ = stream.write_all(body);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).lines().take_while(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")
+}
+
+fn rss_kib(s: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).expect("status");
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.parse().ok()).expect("VmRSS")
+}
+
+fn upload_head(token: &str, length: usize) -> String {
+    format!(
+        "PUT /admin/components/pets HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn the_token_is_checked_before_a_byte_of_the_body_is_read() {
+    let s = server(&[]);
+    // Only the header is sent: the 401 comes at once, and closes.
+    let started = Instant::now();
+    let answer = raw(&s, &upload_head("wrong", 31 << 20), b"");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+
+    // Three 31 MiB uploads with a wrong token leave the memory as it was.
+    let before = rss_kib(&s);
+    let body = vec![b'x'; 31 << 20];
+    for _ in 0..3 {
+        assert!(raw(&s, &upload_head("wrong", body.len()), &body).starts_with("HTTP/1.1 401"));
+    }
+    let grew = rss_kib(&s).saturating_sub(before);
+    assert!(grew < 8 * 1024, "RSS grew by {grew} KiB for three refused uploads");
+    assert_eq!(s.get("/api/v1/pets").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_upload_whose_body_does_not_arrive_in_time_is_a_408_and_changes_nothing() {
+    let s = server(&[("BODY_TIMEOUT_MS", "500")]);
+    let digest_before = s.admin_components(TOKEN).await;
+    let started = Instant::now();
+    let answer = raw(&s, &upload_head(TOKEN, 100_000), b"only the start of it");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    assert_eq!(s.admin_components(TOKEN).await["components"], digest_before["components"]);
+}
+
+/// `GET /admin/components` from `from` with `token`.
+async fn list_from(s: &Server, from: &str, token: &str) -> Answer {
+    let client = reqwest::Client::builder().local_address(from.parse::<IpAddr>().ok()).build().expect("client");
+    let req = client.get(s.admin_url("/admin/components")).bearer_auth(token).header("connection", "close");
+    Answer::read(req.send().await.expect("GET")).await
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_is_throttled_whatever_it_sends_next() {
+    let s = server(&[]);
+    for _ in 0..5 {
+        list_from(&s, "127.0.0.1", "wrong").await.assert_error(401, "unauthorized");
+    }
+    let throttled = list_from(&s, "127.0.0.1", "wrong").await;
+    throttled.assert_error(429, "too_many_requests");
+    let wait: u64 = throttled.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=60).contains(&wait), "{wait}");
+    list_from(&s, "127.0.0.1", TOKEN).await.assert_error(429, "too_many_requests");
+    // Another address is not held back by this one's failures.
+    assert_eq!(list_from(&s, "127.0.0.2", TOKEN).await.status, 200);
+    let failures = s.metrics().await.get("petstore_admin_auth_failures_total").copied();
+    assert_eq!(failures, Some(7.0), "5 wrong, then 2 throttled");
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_port_and_only_there() {
+    let s = server(&[]);
+    let scrape = reqwest::get(s.metrics_url("/metrics")).await.expect("scrape");
+    assert_eq!(scrape.status(), 200);
+    assert!(scrape.text().await.expect("text").contains("petstore_http_requests_total"));
+    let on_admin = reqwest::get(s.admin_url("/metrics")).await.expect("admin");
+    assert_eq!(on_admin.status(), 404, "the admin port serves no metrics");
+    let client = reqwest::Client::new();
+    let admin_on_metrics = client.get(s.metrics_url("/admin/components")).bearer_auth(TOKEN).send().await.expect("GET");
+    assert_eq!(admin_on_metrics.status(), 404, "the metrics port serves no admin API");
+}
