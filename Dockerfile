@@ -5,8 +5,12 @@
 #   podman build -t petstore:dev .        (see scripts/container-test)
 
 # The build stage is pinned to the toolchain the repository pins
-# (rust-toolchain.toml): rustc 1.95.0 on Debian 12.
-FROM docker.io/library/rust:1.95.0-bookworm AS build
+# (rust-toolchain.toml): rustc 1.95.0 on Debian 12, by digest (the tag is
+# rebuilt when Debian's point releases land). scripts/container-test, which
+# cannot pull, passes the local stand-in of the same name by tag.
+# checkov:skip=CKV_DOCKER_7: the base image is ${RUST_IMAGE}, whose default here is a release tag and its digest; checkov does not resolve ARGs
+ARG RUST_IMAGE=docker.io/library/rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1
+FROM ${RUST_IMAGE} AS build
 ENV CARGO_TERM_COLOR=never CARGO_TARGET_DIR=/build/target
 WORKDIR /src
 RUN rustup target add wasm32-wasip2 x86_64-unknown-linux-musl

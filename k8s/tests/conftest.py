@@ -13,8 +13,11 @@ UPSTREAM = K8S / "tests" / "upstream"
 OVERLAYS = ["development", "staging", "production"]
 
 
-def render(path: Path) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(path)], check=True, capture_output=True, text=True).stdout
+def render(path: Path, loose: bool = False) -> list[dict]:
+    """`kubectl kustomize PATH`; `loose` for the DBA step, whose SQL lives
+    outside its folder (k8s/database-roles/base/kustomization.yaml)."""
+    flags = ["--load-restrictor", "LoadRestrictionsNone"] if loose else []
+    out = subprocess.run(["kubectl", "kustomize", *flags, str(path)], check=True, capture_output=True, text=True).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -67,6 +70,22 @@ def rendered() -> dict[str, list[dict]]:
 def platform() -> dict[str, list[dict]]:
     """Each environment's platform objects: what a cluster admin applies once."""
     return {env: render(K8S / "platform" / env) for env in OVERLAYS}
+
+
+@pytest.fixture(scope="session")
+def database_roles() -> dict[str, list[dict]]:
+    """Each database's DBA step (k8s/database-roles): what a cluster admin applies once."""
+    return {env: render(K8S / "database-roles" / env, loose=True) for env in ["staging", "production"]}
+
+
+def pods_of(objs: list[dict]):
+    """(kind, name, pod spec, pod metadata) of every workload among `objs`."""
+    for o in objs:
+        if o["kind"] in ("Deployment", "Job"):
+            yield o["kind"], o["metadata"]["name"], o["spec"]["template"]["spec"], o["spec"]["template"].get("metadata", {})
+        if o["kind"] == "CronJob":
+            t = o["spec"]["jobTemplate"]["spec"]["template"]
+            yield o["kind"], o["metadata"]["name"], t["spec"], t.get("metadata", {})
 
 
 @pytest.fixture(scope="session")

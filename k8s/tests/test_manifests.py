@@ -49,8 +49,8 @@ def test_the_platform_of_an_environment_is_its_namespace_quota_limits_and_deploy
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
-def test_built_in_objects_are_valid_for_the_clusters_kubernetes_version(rendered, platform, cluster_objects, env, tmp_path):
-    builtins = [o for o in rendered[env] + platform[env] + cluster_objects if not is_crd(o)]
+def test_built_in_objects_are_valid_for_the_clusters_kubernetes_version(rendered, platform, cluster_objects, database_roles, env, tmp_path):
+    builtins = [o for o in rendered[env] + platform[env] + cluster_objects + database_roles.get(env, []) if not is_crd(o)]
     path = tmp_path / f"{env}.yaml"
     path.write_text(yaml.safe_dump_all(builtins))
     result = subprocess.run(
@@ -63,9 +63,10 @@ def test_built_in_objects_are_valid_for_the_clusters_kubernetes_version(rendered
     assert output.count("INFO") >= len(builtins), output
 
 
-def test_custom_resources_fit_the_crds_of_the_pinned_add_on_versions(rendered, platform, cluster_objects):
+def test_custom_resources_fit_the_crds_of_the_pinned_add_on_versions(rendered, platform, cluster_objects, database_roles):
     crds = load_crds()
-    objs = [o for env in OVERLAYS for o in rendered[env] + platform[env] if is_crd(o)] + [o for o in cluster_objects if is_crd(o)]
+    objs = [o for env in OVERLAYS for o in rendered[env] + platform[env] + database_roles.get(env, []) if is_crd(o)]
+    objs += [o for o in cluster_objects if is_crd(o)]
     kinds = {o["kind"] for o in objs}
     assert {"ServiceMonitor", "PrometheusRule", "ExternalSecret", "SecretStore", "SeccompProfile", "DBInstance", "FieldExport"} <= kinds
     found = [p for o in objs for p in problems(o, crds)]
@@ -83,6 +84,20 @@ def test_the_crd_check_refuses_what_the_api_server_would_refuse(rendered):
     # SeccompProfile is cluster-scoped (SPO v0.9+): a namespace is refused.
     sp = load_all(K8S / "cluster" / "seccomp" / "seccompprofiles.yaml")[0]
     assert "Cluster" in problems({**sp, "metadata": {**sp["metadata"], "namespace": "petstore-staging"}}, crds)[0]
+    # The CRDs' CEL rules (x-kubernetes-validations) are kept and evaluated:
+    # ESO 2.9.0 refuses reserved keys in an AWS store's customSessionTags …
+    store = one(rendered["production"], "SecretStore")
+    aws = store["spec"]["provider"]["aws"]
+    tagged = {**store, "spec": {"provider": {"aws": {**aws, "customSessionTags": {"esoNamespace": "x"}}}}}
+    assert any("reserved keys" in p for p in problems(tagged, crds))
+    assert not problems({**store, "spec": {"provider": {"aws": {**aws, "customSessionTags": {"team": "x"}}}}}, crds)
+    # … and ACK's DBInstance keeps availabilityZone immutable (a transition
+    # rule, checked on an update only).
+    db = next(o for o in load_all(K8S / "cluster" / "rds" / "production.yaml") if o["kind"] == "DBInstance")
+    placed = {**db, "spec": {**db["spec"], "availabilityZone": "eu-west-1a"}}
+    assert not problems(placed, crds)
+    moved = {**db, "spec": {**db["spec"], "availabilityZone": "eu-west-1b"}}
+    assert "immutable" in problems(moved, crds, old=placed)[0]
 
 
 def test_seccomp_profiles_list_exactly_the_derived_syscalls_and_pods_use_their_own(rendered, cluster_objects):
@@ -155,12 +170,14 @@ def test_resources_ports_and_probes(rendered, env):
     assert c["resources"]["requests"] == {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "1Gi"}
     assert c["resources"]["limits"] == {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": 8080, "admin": 9090}
+    # The admin API and /metrics on ports of their own (issue 20).
+    assert ports == {"http": 8080, "admin": 9090, "metrics": 9091}
     assert c["livenessProbe"]["httpGet"] == {"path": "/api/v1/health/live", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/api/v1/health/ready", "port": "http"}
     assert c["startupProbe"]["httpGet"]["path"] == "/api/v1/health/live"
     env_vars = env_of(c)
     assert env_vars["PORT"]["value"] == "8080" and env_vars["ADMIN_PORT"]["value"] == "9090"
+    assert env_vars["METRICS_PORT"]["value"] == "9091"
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
@@ -261,12 +278,14 @@ def test_service_and_ingress(rendered, env):
     # with an ACM certificate (no Secret, so no spec.tls), HTTP only redirects.
     assert "tls" not in ing["spec"]
     assert json.loads(ann["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTP": 80}, {"HTTPS": 443}]
-    assert re.fullmatch(r"arn:aws:acm:eu-west-1:\d{12}:certificate/[0-9a-f-]{36}", ann["alb.ingress.kubernetes.io/certificate-arn"])
+    # No placeholder ARN: the controller finds the certificate by host
+    # (test_controllers.py, test_each_ingress_host_finds_its_issued_certificate).
+    assert "alb.ingress.kubernetes.io/certificate-arn" not in ann
     assert ann["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
     assert ann["alb.ingress.kubernetes.io/scheme"] == ("internal" if env == "development" else "internet-facing")
     assert f"Environment={env}" in ann["alb.ingress.kubernetes.io/tags"]
-    certs = {e: one(rendered[e], "Ingress")["metadata"]["annotations"]["alb.ingress.kubernetes.io/certificate-arn"] for e in OVERLAYS}
-    assert len(set(certs.values())) == len(OVERLAYS), "each environment its own certificate"
+    hosts = {e: one(rendered[e], "Ingress")["spec"]["rules"][0]["host"] for e in OVERLAYS}
+    assert len(set(hosts.values())) == len(OVERLAYS), "each environment its own host (and certificate)"
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
@@ -283,11 +302,14 @@ def test_network_policies_deny_by_default_and_allow_only_what_is_needed(rendered
             if 8080 in ports:
                 # Only the ALB's subnets: no pod selector (the controller's pods send no traffic).
                 assert all(set(peer) == {"ipBlock"} for peer in rule["from"]), rule
-            if 9090 in ports:
+            if 9091 in ports:
+                # Prometheus scrapes the metrics port, and only it.
                 assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+                assert ports == {9091}
         for rule in p["spec"].get("egress", []):
             egress.setdefault(selected, set()).update(port["port"] for port in rule["ports"])
-    assert ingress_ports == {8080, 9090}
+    # The admin port (9090) has no peer: it is reached by port-forward only.
+    assert ingress_ports == {8080, 9091}
     assert egress["petstore"] == ({53} if env == "development" else {53, 5432})
     # Only the daily export reaches out on 443 (S3, STS), and it exists only with a database.
     assert egress.get("petstore-export") == (None if env == "development" else {53, 443, 5432})
@@ -309,6 +331,7 @@ def test_configuration_and_secrets(rendered, env):
     assert not [o for o in rendered[env] if o["kind"] == "Secret"], "no secret is committed"
     if env == "development":
         assert e["DATABASE_URL"]["value"].startswith("sqlite://")
+        assert "COMPONENT_ARTIFACT_KEY_FILE" not in e and "DB_COMPONENT_USER" not in e
         return
     url = e["DATABASE_URL"]["value"]
     assert url.startswith("postgres://$(DB_HOST):5432/petstore?sslmode=verify-full")
@@ -317,13 +340,25 @@ def test_configuration_and_secrets(rendered, env):
     assert names.index("DB_HOST") < names.index("DATABASE_URL")
     for key in ["DB_USER", "DB_PASSWORD"]:
         assert e[key]["valueFrom"]["secretKeyRef"] == {"name": "db-credentials", "key": key}
+    # The components' SQL runs as its own login role (issue 20).
+    assert e["DB_COMPONENT_USER"]["valueFrom"]["secretKeyRef"] == {"name": "db-component-credentials", "key": "username"}
+    assert e["DB_COMPONENT_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "db-component-credentials", "key": "password"}
+    # The artifact key is a mounted file, never an environment variable.
+    pod = one(rendered[env], "Deployment", "petstore")["spec"]["template"]["spec"]
+    mount = next(m for m in container(rendered[env])["volumeMounts"] if m["name"] == "component-artifact-key")
+    volume = next(v for v in pod["volumes"] if v["name"] == "component-artifact-key")
+    assert volume["secret"] == {"secretName": "component-artifact-key", "items": [{"key": "key", "path": "key"}]}
+    assert e["COMPONENT_ARTIFACT_KEY_FILE"]["value"] == f"{mount['mountPath']}/key" and mount["readOnly"]
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])
 def test_staging_and_production_read_their_secrets_from_their_own_prefix(rendered, env):
     es = {o["metadata"]["name"]: o["spec"] for o in rendered[env] if o["kind"] == "ExternalSecret"}
-    assert set(es) == {"db-credentials", "petstore-admin", "component-signing-key"}
+    assert set(es) == {"db-credentials", "db-component-credentials", "petstore-admin", "component-signing-key", "component-artifact-key"}
     assert {d["secretKey"] for d in es["db-credentials"]["data"]} == {"DB_USER", "DB_PASSWORD"}
+    remote = {(d["secretKey"], d["remoteRef"]["key"], d["remoteRef"]["property"]) for d in es["db-component-credentials"]["data"]}
+    assert remote == {("username", "db-component", "username"), ("password", "db-component", "password")}
+    assert [(d["secretKey"], d["remoteRef"]["key"]) for d in es["component-artifact-key"]["data"]] == [("key", "component-artifact-key")]
     for name, spec in es.items():
         assert spec["target"]["name"] == name
     store = one(rendered[env], "SecretStore")["spec"]["provider"]["aws"]
@@ -361,7 +396,12 @@ def test_alerts_use_the_documented_metric_names_and_thresholds(rendered):
     assert limits["cpu"] == "500m" and "/ 0.5 > 0.85" in by_name["PetstoreHighCpu"]["expr"]
     assert limits["memory"] == "512Mi" and "/ (512 * 1024 * 1024) > 0.85" in by_name["PetstoreHighMemory"]["expr"]
     sm = one(objs, "ServiceMonitor")["spec"]
-    assert sm["endpoints"][0]["port"] == "admin" and sm["endpoints"][0]["path"] == "/metrics"
+    assert sm["endpoints"][0]["port"] == "metrics" and sm["endpoints"][0]["path"] == "/metrics"
+    # Prometheus names the job after the Service it scrapes: the rules' job label.
+    scraped = [o for o in objs if o["kind"] == "Service"
+               and all(o["metadata"].get("labels", {}).get(k) == v for k, v in sm["selector"]["matchLabels"].items())]
+    assert [o["metadata"]["name"] for o in scraped] == ["petstore-metrics"]
+    assert 'job="petstore-metrics"' in by_name["PetstoreHighCpu"]["expr"]
 
 
 def test_alert_rules_fire_above_and_stay_silent_below_their_thresholds(rendered, tmp_path):
@@ -428,6 +468,13 @@ def test_each_database_keeps_daily_backups_7_days_and_follows_minor_upgrades(clu
     for sg in db["vpcSecurityGroupIDs"]:
         output = re.fullmatch(r"\$\{(\w+)\}", sg).group(1)
         assert output in aws["Outputs"], f"{sg} is not an output of the petstore-aws stack"
+    # RDS writes PostgreSQL's log to /aws/rds/instance/<id>/postgresql and
+    # makes that group itself, never expiring, unless it exists: the stack
+    # makes it first, kept 30 days.
+    groups = {r["Properties"]["LogGroupName"]: r["Properties"]["RetentionInDays"]
+              for r in aws["Resources"].values() if r["Type"] == "AWS::Logs::LogGroup"}
+    for log in db["enableCloudwatchLogsExports"]:
+        assert groups.get(f"/aws/rds/instance/{db['dbInstanceIdentifier']}/{log}") == 30
     # The Deployment reads the address the controller exports.
     export = next(o for o in cluster_objects if o["kind"] == "FieldExport" and o["metadata"]["namespace"] == f"petstore-{env}")["spec"]
     assert export["from"]["resource"]["name"] == f"petstore-{env}" and export["from"]["path"] == ".status.endpoint.address"
@@ -438,13 +485,14 @@ def cfn_loader():
     """A YAML loader that reads CloudFormation's short tags (!Ref, !Sub, …) as plain values."""
     class Loader(yaml.SafeLoader):
         pass
-    for tag in ["!Ref", "!Sub", "!GetAtt", "!Split", "!ImportValue", "!Join", "!Select"]:
+    for tag in ["!Ref", "!Sub", "!GetAtt", "!Split", "!ImportValue", "!Join", "!Select", "!If", "!Equals", "!GetAZs"]:
         Loader.add_constructor(tag, lambda loader, node: loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else loader.construct_sequence(node))
     return Loader
 
 
 def test_the_aws_stack_is_valid_cloudformation():
-    result = subprocess.run(["cfn-lint", str(K8S / "cluster" / "aws.yaml")], capture_output=True, text=True)
+    stacks = [str(K8S / "cluster" / f) for f in ["pipeline.yaml", "certificates.yaml", "aws.yaml"]]
+    result = subprocess.run(["cfn-lint", *stacks], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -96,6 +96,11 @@ def test_fluent_bit_ships_every_namespace_to_cloudwatch_for_30_days():
     assert cw["enabled"] is True and cw["region"] == cluster_config()["metadata"]["region"]
     assert cw["logRetentionDays"] == 30
     assert cw["logGroupTemplate"] == "/aws/eks/petstore/$kubernetes['namespace_name']"
+    # The fallback, when the template cannot be resolved: a group of its own
+    # within the role's prefix, never the control plane's (EKS writes its
+    # logs to /aws/eks/<cluster>/cluster).
+    cluster = cluster_config()["metadata"]["name"]
+    assert cw["logGroupName"] != f"/aws/eks/{cluster}/cluster" and cw["logGroupName"].startswith(f"/aws/eks/{cluster}/")
     assert values["filter"]["mergeLog"] == "On", "the service's JSON lines become fields"
     for other in ["cloudWatch", "firehose", "kinesis", "elasticsearch", "s3", "opensearch"]:
         assert not values.get(other, {}).get("enabled"), f"{other} ships logs elsewhere"
