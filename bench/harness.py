@@ -45,6 +45,16 @@ SCENARIOS = [("GET /api/v1/pets/{id}", "get_by_id"), ("GET /api/v1/pets?limit=20
              ("POST /api/v1/pets", "create")]
 
 
+def add_route(routes: Path, prefix: str, file: str, name: str, tables: tuple[str, ...] = ()) -> None:
+    """Route `prefix` to component `file` (named `name`) in the routes.toml
+    at `routes`, with the database `tables` it may use."""
+    text = routes.read_text().replace("[routes]\n", f'[routes]\n"{prefix}" = "{file}"\n', 1)
+    if tables:
+        listed = ", ".join(f'"{t}"' for t in tables)
+        text = text.replace("[tables]\n", f"[tables]\n{name} = [{listed}]\n", 1)
+    routes.write_text(text)
+
+
 def need_wrk(command: str) -> None:
     if not shutil.which("wrk"):
         raise SystemExit(f"{command} needs wrk: apt-get install -y wrk")
@@ -84,7 +94,8 @@ def start(target: str, workdir: Path, env: dict | None = None, binary: Path | No
     else:
         binary, extra = REFERENCE, {"DATABASE_URL": database + "?mode=rwc"}
     port = free_port()
-    full_env = {"PATH": os.environ["PATH"], "PORT": str(port), "ADMIN_PORT": str(free_port()), "LOG_LEVEL": "info",
+    full_env = {"PATH": os.environ["PATH"], "PORT": str(port), "ADMIN_PORT": str(free_port()),
+                "METRICS_PORT": str(free_port()), "LOG_LEVEL": "info",
                 "SHUTDOWN_GRACE_MS": "0", **extra, **(env or {})}
     if binary is None:
         proc = Container.run(IMAGE, workdir, {k: v for k, v in full_env.items() if k != "PATH"}, workdir / f"{target}.log")

@@ -117,3 +117,48 @@ async fn statements_that_never_end_stop_with_their_504s_and_free_every_connectio
     println!("served again {served:?} after the last 504");
     assert!(served < Duration::from_secs(1), "the database served again only {served:?} after the 504s");
 }
+
+#[tokio::test]
+async fn one_long_function_call_cannot_hold_the_writer_past_the_deadline() {
+    // A function quadratic in its arguments runs as one step between two
+    // deadline checks (review, finding 2): the length limit keeps that step
+    // short. Started as a write (WITH …), it runs on SQLite's one writer.
+    let s = server();
+    let kept = s.create_pet(&json!({"name": "Kept", "species": "dog"})).await;
+    let long = "WITH s(h, n) AS (SELECT replace(hex(zeroblob(30000)), '0', 'a'), replace(hex(zeroblob(15000)), '0', 'a') || 'b') \
+                SELECT instr(h, n), instr(h, n || ''), instr(h || '', n) FROM s";
+    let huge = "WITH s(h, n) AS (SELECT replace(hex(zeroblob(400000)), '0', 'a'), replace(hex(zeroblob(200000)), '0', 'a') || 'b') \
+                SELECT instr(h, n) FROM s";
+    let answers = all_at_once(&s, (0..2 * POOL).map(|i| (false, vec![query(if i % 2 == 0 { long } else { huge })])).collect()).await;
+    let last_answer = Instant::now();
+    for a in &answers {
+        assert!(a.status == 200 || a.status >= 400, "{}", a.text);
+    }
+    let write = s.post("/api/v1/pets", &json!({"name": "After", "species": "dog"})).await;
+    assert_eq!(write.status, 201, "{}", write.text);
+    assert!(last_answer.elapsed() < Duration::from_secs(1), "the writer was free only {:?} later", last_answer.elapsed());
+    assert_eq!(s.get(&format!("/api/v1/pets/{kept}")).await.body["name"], "Kept");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn a_component_backend_that_outlives_every_limit_is_ended_by_the_host() {
+    // What a screen bypass could do (review, finding 1), done directly as
+    // the component role: no statement timeout, no client check, a sleep.
+    let s = Server::builder().env("DB_STATEMENT_TIMEOUT_MS", "1000").start();
+    assert!(postgres(&s), "set PETSTORE_TEST_POSTGRES (scripts/test does)");
+    let (scheme, rest) = s.database_url.split_once("://").expect("URL");
+    let (_, host_and_db) = rest.split_once('@').expect("user@host");
+    let as_component = format!("{scheme}://{COMPONENT_ROLE}@{host_and_db}");
+    let started = Instant::now();
+    let out = std::process::Command::new("psql")
+        .arg(&as_component)
+        .args(["-c", "SET statement_timeout = 0", "-c", "SET client_connection_check_interval = 0", "-c", "SELECT pg_sleep(60)"])
+        .output()
+        .expect("psql");
+    let took = started.elapsed();
+    assert!(!out.status.success(), "the sleep ran to its end");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("terminat"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < Duration::from_secs(5), "ended after {took:?}");
+    assert!(s.logs().iter().any(|l| l["message"] == "ended component backends that outlived every time limit"));
+}

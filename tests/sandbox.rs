@@ -204,9 +204,21 @@ async fn a_component_cannot_break_the_session_other_requests_use() {
             "COPY pets TO STDOUT",
             "PREPARE p AS SELECT 1",
             "BEGIN",
+            // A string continued over a line break stays an E'…' string to
+            // PostgreSQL, whose `\'` then hides nothing (review, finding 1).
+            "SELECT E'a'\n'\\' , 1 --' , set_config('default_transaction_read_only', 'on', false)",
+            "WITH t AS (SELECT E'a'\n'\\' , 1 --' ), u AS (INSERT INTO component_active VALUES ('x')) SELECT 1",
         ]
     } else {
-        &["PRAGMA query_only = 1", "PRAGMA foreign_keys = 0", "PRAGMA journal_mode = DELETE", "BEGIN", "SAVEPOINT x"]
+        &[
+            "PRAGMA query_only = 1",
+            "PRAGMA foreign_keys = 0",
+            "PRAGMA journal_mode = DELETE",
+            "BEGIN",
+            "SAVEPOINT x",
+            // SQLite reads `$1(…)` as one parameter, quote included (finding 4).
+            "SELECT $1(');PRAGMA query_only = 1 --'",
+        ]
     };
     for attack in attacks {
         assert_refused(&s, false, &[attack]).await;
@@ -306,4 +318,33 @@ async fn on_postgresql_the_component_role_itself_can_do_nothing_but_dml_on_the_d
         (s.get("/api/v1/health/ready").await.status == 200).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_component_cannot_make_the_host_hold_a_huge_answer() {
+    let s = server();
+    let before = before(&s).await;
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).expect("status");
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix(" kB")?.parse::<u64>().ok())
+    };
+    let peak_before = rss().expect("VmHWM");
+    let huge: &[&str] = if postgres(&s) {
+        // Many rows: refused once they pass 16 MiB, before the rest is read.
+        &["?SELECT repeat('x', 1000) FROM generate_series(1, 100000)"]
+    } else {
+        // One row of many large values (review, finding 3): SQLite refuses
+        // to make a value over 64 KiB, or a result over 64 columns.
+        &[
+            "?SELECT x, x, x, x, x, x, x, x, x, x FROM (SELECT randomblob(4000000) AS x)",
+            "?WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r LIMIT 100000) SELECT zeroblob(60000) FROM r",
+        ]
+    };
+    for query in huge {
+        let a = sql(&s, false, &[query]).await;
+        assert!(a.status >= 400, "{query}: {}", a.text);
+    }
+    let grew = rss().expect("VmHWM").saturating_sub(peak_before);
+    assert!(grew < 64 * 1024, "the host's peak memory grew by {grew} KiB");
+    assert_unharmed(&s, &before).await;
 }

@@ -197,10 +197,13 @@ impl Config {
         {
             return Err(ConfigError { variable: "COMPONENT_PUBLIC_KEY", message });
         }
-        if environment == Environment::Production && admin_token.is_some() && component_public_key.is_none() {
+        if environment != Environment::Development && admin_token.is_some() && component_public_key.is_none() {
             return Err(ConfigError {
                 variable: "COMPONENT_PUBLIC_KEY",
-                message: "ENVIRONMENT=production with the admin API on needs the key uploads are signed with".into(),
+                message: format!(
+                    "ENVIRONMENT={} with the admin API on needs the key uploads are signed with",
+                    environment.as_str()
+                ),
             });
         }
         let component_artifact_key = secret(&get, "COMPONENT_ARTIFACT_KEY", "COMPONENT_ARTIFACT_KEY_FILE")?
@@ -411,10 +414,13 @@ mod tests {
     }
 
     #[test]
-    fn production_with_the_admin_api_needs_a_signing_key() {
+    fn staging_and_production_with_the_admin_api_need_a_signing_key() {
         let token = "t".repeat(32);
-        let production = [("ENVIRONMENT", "production"), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", &token)];
-        assert_eq!(config(&production).unwrap_err().variable, "COMPONENT_PUBLIC_KEY");
+        for environment in ["staging", "production"] {
+            let vars = [("ENVIRONMENT", environment), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", &token)];
+            assert_eq!(config(&vars).unwrap_err().variable, "COMPONENT_PUBLIC_KEY", "{environment}");
+        }
+        assert!(config(&[("ADMIN_TOKEN", &token)]).is_ok(), "development may take unsigned uploads");
         let junk = [("COMPONENT_PUBLIC_KEY", "not a key")];
         assert_eq!(config(&junk).unwrap_err().variable, "COMPONENT_PUBLIC_KEY");
         let missing = [("COMPONENT_PUBLIC_KEY_FILE", "/nonexistent/key.pub")];
@@ -431,9 +437,8 @@ mod tests {
             assert_eq!(config(&vars).unwrap_err().variable, "ADMIN_TOKEN", "{environment}");
         }
         let long = "t".repeat(32);
-        assert!(
-            config(&[("ENVIRONMENT", "staging"), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", &long)]).is_ok()
-        );
+        let staging = [("ENVIRONMENT", "staging"), ("DATABASE_URL", "postgres://db/p"), ("ADMIN_TOKEN", &long)];
+        assert_eq!(config(&staging).unwrap_err().variable, "COMPONENT_PUBLIC_KEY", "long enough: the next check");
         assert!(config(&[("ADMIN_TOKEN", "dev")]).is_ok(), "development takes any token");
     }
 

@@ -5,9 +5,9 @@
 //! route, `/metrics`, on a listener of its own so that what scrapes it
 //! never reaches the admin API.
 //!
-//! The token is checked on the headers, before any body is read; failures
-//! are throttled per client address (`throttle.rs`); a body must arrive
-//! within `BODY_TIMEOUT_MS`.
+//! The token is checked on the headers, before any body is read; an address
+//! that keeps failing is slowed (`throttle.rs`); a body must arrive within
+//! `BODY_TIMEOUT_MS`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::error::{HttpError, json_response};
-use super::throttle::Throttle;
+use super::throttle::{DELAY, Throttle, Turn};
 use crate::fleet::{ComponentStatus, Fleet, FleetError, signature_from_header};
 use crate::routing::RouteTable;
 use crate::runtime::{LoadedComponent, Origin, Runtime};
@@ -87,14 +87,20 @@ async fn metrics(State(port): State<Arc<MetricsPort>>) -> Response {
 }
 
 /// `401` unless the request carries `Authorization: Bearer $ADMIN_TOKEN`
-/// (compared in the same time however much of it matches); `429` for an
-/// address that failed too often lately, whatever it sends now.
-fn authorize(admin: &Admin, peer: SocketAddr, headers: &HeaderMap) -> Result<(), HttpError> {
+/// (compared in the same time however much of it matches). An address that
+/// failed too often lately waits its turn first (`throttle.rs`).
+async fn authorize(admin: &Admin, peer: SocketAddr, headers: &HeaderMap) -> Result<(), HttpError> {
     let Some(token) = &admin.token else { return Err(HttpError::AdminDisabled) };
-    let now = Instant::now();
-    if let Err(wait) = admin.throttle.check(peer.ip(), now) {
-        admin.metrics.admin_auth_failures.inc();
-        return Err(HttpError::TooManyAttempts(wait.as_secs().max(1)));
+    match admin.throttle.turn(peer.ip(), Instant::now()) {
+        Turn::Now => {}
+        Turn::Busy => {
+            admin.metrics.admin_auth_failures.inc();
+            return Err(HttpError::TooManyAttempts(DELAY.as_secs().max(1)));
+        }
+        Turn::After(delay) => {
+            let _turn = admin.throttle.waiting(peer.ip());
+            tokio::time::sleep(delay).await;
+        }
     }
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -104,7 +110,7 @@ fn authorize(admin: &Admin, peer: SocketAddr, headers: &HeaderMap) -> Result<(),
     if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
         return Ok(());
     }
-    admin.throttle.failed(peer.ip(), now);
+    admin.throttle.failed(peer.ip(), Instant::now());
     admin.metrics.admin_auth_failures.inc();
     tracing::warn!(client = %peer.ip(), "admin call with a missing or wrong token");
     Err(HttpError::Unauthorized)
@@ -117,7 +123,7 @@ async fn list(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    authorize(&admin, peer, &headers)?;
+    authorize(&admin, peer, &headers).await?;
     let statuses = admin.fleet.status().await.map_err(fleet_error)?;
     let components: Vec<_> = statuses
         .iter()
@@ -139,7 +145,7 @@ async fn upload(
     let (parts, body) = req.into_parts();
     // Before a byte of the body is read: an unauthenticated client costs
     // no memory (the answer closes the connection, body unread).
-    authorize(&admin, peer, &parts.headers)?;
+    authorize(&admin, peer, &parts.headers).await?;
     let bytes = read_body(&admin, body, UPLOAD_LIMIT).await?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let signature = header(SIGNATURE)
@@ -159,7 +165,7 @@ async fn activate(
     req: Request,
 ) -> Result<Response, HttpError> {
     let (parts, body) = req.into_parts();
-    authorize(&admin, peer, &parts.headers)?;
+    authorize(&admin, peer, &parts.headers).await?;
     let body = read_body(&admin, body, SMALL_LIMIT).await?;
     let digest = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()

@@ -70,6 +70,7 @@ pub fn tokens(sql: &str, dialect: Syntax) -> Result<Vec<Token>, String> {
             b'/' if next == Some(b'*') => i = block_comment(s, i, pg)?,
             b'\'' => {
                 i = string(s, i, false)?;
+                continued(s, i, pg)?;
                 out.push(Token::Other);
             }
             b'"' => {
@@ -82,12 +83,23 @@ pub fn tokens(sql: &str, dialect: Syntax) -> Result<Vec<Token>, String> {
                 out.push(Token::Name(name.to_ascii_lowercase(), true));
                 i = end;
             }
-            b'$' if pg && next.is_some_and(|n| n.is_ascii_digit()) => {
+            b'$' if next.is_some_and(|n| n.is_ascii_digit()) => {
                 i += 1;
                 while i < s.len() && s[i].is_ascii_digit() {
                     i += 1;
                 }
+                // SQLite reads `$1(…)` and `$1::…` (Tcl's array syntax) as one
+                // parameter, quotes and all.
+                if !pg && matches!(s.get(i), Some(b'(' | b':')) {
+                    return Err("use a parameter other than $1, $2, …".into());
+                }
                 out.push(Token::Other);
+            }
+            // SQLite's other parameter forms (`$name`, `:name`, `@name`,
+            // `#name`) can swallow what follows; components use `$N`.
+            b'$' | b'@' | b'#' if !pg => return Err("use a parameter other than $1, $2, …".into()),
+            b':' if !pg && next.is_some_and(|n| continues_name(n) || n == b':') => {
+                return Err("use a parameter other than $1, $2, …".into());
             }
             b'$' if pg => {
                 i = dollar_quoted(s, i)?;
@@ -113,6 +125,7 @@ pub fn tokens(sql: &str, dialect: Syntax) -> Result<Vec<Token>, String> {
                 }
                 if pg && word.eq_ignore_ascii_case("e") && at == Some(b'\'') {
                     i = string(s, i, true)?;
+                    continued(s, i, pg)?;
                     out.push(Token::Other);
                 } else {
                     out.push(Token::Name(word.to_ascii_lowercase(), false));
@@ -172,6 +185,35 @@ fn string(s: &[u8], mut i: usize, escapes: bool) -> Result<usize, String> {
         }
     }
     Err("send an unterminated string".into())
+}
+
+/// PostgreSQL joins two string literals separated by whitespace that holds a
+/// line break into one, and the second part goes on in the first one's
+/// mode (an `E'…'` string's backslashes still escape): refused rather than
+/// followed. `i` is just past a literal's closing quote.
+fn continued(s: &[u8], mut i: usize, pg: bool) -> Result<(), String> {
+    if !pg {
+        return Ok(());
+    }
+    let mut line_break = false;
+    while i < s.len() {
+        match (s[i], s.get(i + 1)) {
+            (b'\n' | b'\r', _) => {
+                line_break = true;
+                i += 1;
+            }
+            (b' ' | b'\t' | 0x0b | 0x0c, _) => i += 1,
+            (b'-', Some(b'-')) => {
+                while i < s.len() && s[i] != b'\n' && s[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            (b'/', Some(b'*')) => i = block_comment(s, i, true)?,
+            (b'\'', _) if line_break => return Err("continue a string over a line break".into()),
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 /// The name quoted from `i` to `close` (doubled to escape it, except `]`),
@@ -265,5 +307,24 @@ mod tests {
         assert!(lite("SELECT 1 /* a /* b */ ; VACUUM */").is_err(), "comments do not nest");
         assert!(lite("SELECT [a;b], `c;d` FROM t").is_ok());
         assert!(lite("SELECT $x$ ; VACUUM $x$").is_err(), "no dollar quotes");
+    }
+
+    #[test]
+    fn what_the_screen_might_read_otherwise_than_the_database_is_refused() {
+        // PostgreSQL continues an E'…' string over a line break in E mode:
+        // `\'` then escapes the quote, and what looked like a comment is SQL.
+        let pg = |sql| one_query_or_dml(sql, Syntax::Postgres);
+        assert!(pg("SELECT E'a'\n'\\' , 1 --' , set_config('a', 'b', false)").is_err());
+        assert!(pg("SELECT 'a' -- note\n 'b'").is_err(), "a comment, then a line break, then a quote");
+        assert!(pg("SELECT 'a' 'b'").is_ok(), "no line break: two literals, an error for PostgreSQL, no harm");
+        assert!(pg("SELECT 'a',\n'b'").is_ok(), "a comma between: two literals");
+        // SQLite reads `$1(…)` as one parameter, quote included.
+        let lite = |sql| one_query_or_dml(sql, Syntax::Sqlite);
+        assert!(lite("SELECT $1(');SELECT 2 --'").is_err());
+        for sql in ["SELECT :a", "SELECT @a", "SELECT $a", "SELECT #a", "SELECT $1::x"] {
+            assert!(lite(sql).is_err(), "{sql}");
+        }
+        assert!(lite("SELECT $1, $2 FROM t WHERE a = $3").is_ok());
+        assert!(lite("SELECT '$1(' || x FROM t").is_ok(), "inside a string it is text");
     }
 }

@@ -28,6 +28,11 @@ SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NORE
 SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT PASSWORD %L',
               :'component_role', NULLIF(:'component_password', '')) \gexec
 
+-- The service's role is a member of the components' role (their
+-- privileges are a subset of its own), so that it may end a component's
+-- backend that outlived every time limit (pg_terminate_backend).
+SELECT format('GRANT %I TO %I', :'component_role', :'app_role') \gexec
+
 -- The components' role is a member of no role (a membership would lend it
 -- that role's rights).
 SELECT format('REVOKE %I FROM %I', r.rolname, :'component_role')

@@ -49,7 +49,9 @@ impl Checkout {
         let answer = tokio::time::timeout_at(deadline, statement(conn))
             .await
             .map_err(|_| DbError::Busy("the request's deadline passed while the statement ran".into()))?;
-        self.running = false;
+        // A refused answer may have been cut off mid-way (a result over the
+        // limit): the rest of it is not read, the connection is closed.
+        self.running = matches!(answer, Err(DbError::Forbidden(_)));
         answer
     }
 

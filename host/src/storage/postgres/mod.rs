@@ -44,6 +44,15 @@ const HOST_POOL_SIZE: u32 = 4;
 /// has its connection closed, and its backend stops within this.
 const CLIENT_CHECK_MS: u32 = 200;
 
+/// Run on a component connection each time it goes back to the pool (one
+/// round trip): every setting back to the session's start, no advisory
+/// lock, no channel listened to.
+const RESET_SESSION: &str = "RESET ALL; SELECT pg_advisory_unlock_all(); UNLISTEN *";
+
+/// How often the host looks for a component backend that outlived every
+/// limit (see [`Postgres::end_overdue_backends`]).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Postgres {
     /// The service's own role.
@@ -111,6 +120,11 @@ impl Postgres {
                 let pool = PgPoolOptions::new()
                     .max_connections(options.max_connections)
                     .acquire_timeout(options.acquire_timeout)
+                    // Whatever a statement changed in its session (which the
+                    // screen should have refused), the next one starts clean.
+                    .after_release(|conn, _| {
+                        Box::pin(async move { sqlx::raw_sql(RESET_SESSION).execute(conn).await.map(|_| true) })
+                    })
                     .connect_lazy_with(as_components);
                 let mut tables: Vec<String> =
                     access.grants.iter().flat_map(|g| g.tables().map(str::to_string)).collect();
@@ -131,19 +145,24 @@ impl Postgres {
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(host);
         let db = Postgres { host, components, ready: Arc::new(AtomicBool::new(false)) };
-        tokio::spawn(db.clone().set_up_when_reachable());
+        tokio::spawn(db.clone().set_up_when_reachable(options.statement_timeout));
         Ok(db)
     }
 
     /// Migrate, then give the component role what the grants name (and
-    /// check it has nothing more), retrying until the database lets it.
-    async fn set_up_when_reachable(self) {
+    /// check it has nothing more), retrying until the database lets it;
+    /// then keep ending overdue component backends.
+    async fn set_up_when_reachable(self, statement_timeout: Duration) {
         let mut wait = Duration::from_millis(100);
         loop {
             match self.set_up().await {
                 Ok(()) => {
                     self.ready.store(true, Ordering::Release);
                     tracing::info!("database schema is up to date");
+                    if let Some(components) = &self.components {
+                        let role = components.role.clone();
+                        tokio::spawn(self.clone().end_overdue_backends(role, statement_timeout));
+                    }
                     return;
                 }
                 Err(err) => {
@@ -167,6 +186,40 @@ impl Postgres {
             roles::set_up(&mut conn, &components.role, &components.tables).await?;
         }
         Ok(())
+    }
+
+    /// Every [`SWEEP_EVERY`], end the component role's backends that have
+    /// been busy (a statement, or a transaction left open) for longer than
+    /// any statement may run: the statement timeout, the idle-transaction
+    /// timeout and the closed connection should each have ended them, so
+    /// one still there has found a way around all three. The host's role is
+    /// a member of the component role (the DBA's script), which lets it.
+    async fn end_overdue_backends(self, role: String, statement_timeout: Duration) {
+        let overdue = (statement_timeout + Duration::from_secs(1)).as_secs_f64();
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let ended = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE usename = $1 AND state <> 'idle' AND state_change < now() - make_interval(secs => $2)",
+            )
+            .bind(&role)
+            .bind(overdue)
+            .fetch_one(&self.host)
+            .await;
+            match ended {
+                Ok(0) => failing = false,
+                Ok(ended) => {
+                    failing = false;
+                    tracing::warn!(ended, "ended component backends that outlived every time limit");
+                }
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "cannot look for overdue component backends; retrying");
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     fn ready(&self) -> Result<(), DbError> {

@@ -26,6 +26,7 @@ use sqlx::{Connection, Row, SqliteConnection, TypeInfo, ValueRef};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use self::pool::{Conn, Lease, Readers};
+use self::sandbox::Purpose;
 use super::backend::{Backend, BackendTransaction};
 use super::screen::Screen;
 use super::sql::{self, Dialect};
@@ -39,6 +40,9 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// WAL pages (4 KiB) that make a commit checkpoint: the WAL's bound, 16 MiB.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
+
+/// Reader connections of the registry's file.
+const REGISTRY_READERS: u32 = 2;
 
 /// The registry's tables, which lived in the data file before it had a file
 /// of its own (migration 0005 removes them there).
@@ -69,30 +73,33 @@ impl Sqlite {
     pub async fn open(url: &str, options: &ConnectOptions) -> Result<(Sqlite, Sqlite), DbError> {
         let data = connect_options(url)?;
         let registry = data.clone().filename(registry_path(data.get_filename()));
-        let registry_db = Sqlite::connect(&registry, options, Migrations::Registry).await?;
+        // The registry is the host's alone, and rarely busy: two readers.
+        let registry_options =
+            ConnectOptions { max_connections: REGISTRY_READERS, components: None, ..options.clone() };
+        let registry_db = Sqlite::connect(&registry, &registry_options, Purpose::Registry).await?;
         move_registry_out(&data, &registry).await?;
-        let data_db = Sqlite::connect(&data, options, Migrations::Data).await?;
+        let data_db = Sqlite::connect(&data, options, Purpose::Data).await?;
         Ok((data_db, registry_db))
     }
 
     async fn connect(
         options: &SqliteConnectOptions,
         pool: &ConnectOptions,
-        kind: Migrations,
+        purpose: Purpose,
     ) -> Result<Sqlite, DbError> {
         let grants = pool.components.as_ref().map_or(&[][..], |access| access.grants.as_slice());
         let screen = Arc::new(Screen::new(grants));
         let mut conn = SqliteConnection::connect_with(options).await.map_err(Self::classify)?;
-        let migrated = match kind {
-            Migrations::Data => sqlx::migrate!("./migrations/sqlite").run(&mut conn).await,
-            Migrations::Registry => sqlx::migrate!("./migrations/sqlite-registry").run(&mut conn).await,
+        let migrated = match purpose {
+            Purpose::Data => sqlx::migrate!("./migrations/sqlite").run(&mut conn).await,
+            Purpose::Registry => sqlx::migrate!("./migrations/sqlite-registry").run(&mut conn).await,
         };
         migrated.map_err(|e| DbError::Other(format!("migration failed: {e}")))?;
-        let writer = Conn::new(conn, false, screen.clone()).await?;
+        let writer = Conn::new(conn, false, purpose, screen.clone()).await?;
         let mut readers = Vec::new();
         for _ in 0..pool.max_connections {
             let conn = SqliteConnection::connect_with(options).await.map_err(Self::classify)?;
-            readers.push(Conn::new(conn, true, screen.clone()).await?);
+            readers.push(Conn::new(conn, true, purpose, screen.clone()).await?);
         }
         let readers = Arc::new(Readers::new(readers));
         tokio::spawn(checkpoint_periodically(Arc::downgrade(&readers)));
@@ -118,12 +125,6 @@ impl Sqlite {
     fn classify(err: sqlx::Error) -> DbError {
         classify(err, class_of)
     }
-}
-
-/// Which schema a connection's migrations make.
-enum Migrations {
-    Data,
-    Registry,
 }
 
 fn connect_options(url: &str) -> Result<SqliteConnectOptions, DbError> {

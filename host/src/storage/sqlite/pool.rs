@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::Sqlite;
-use super::sandbox::{self, Sandbox};
+use super::sandbox::{self, Purpose, Sandbox};
 use crate::storage::screen::Screen;
 use crate::storage::statement::Syntax;
 use crate::storage::{Caller, DbError};
@@ -34,8 +34,13 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) async fn new(mut conn: SqliteConnection, read_only: bool, screen: Arc<Screen>) -> Result<Conn, DbError> {
-        let sandbox = sandbox::install(&mut conn, read_only).await?;
+    pub(super) async fn new(
+        mut conn: SqliteConnection,
+        read_only: bool,
+        purpose: Purpose,
+        screen: Arc<Screen>,
+    ) -> Result<Conn, DbError> {
+        let sandbox = sandbox::install(&mut conn, read_only, purpose).await?;
         Ok(Conn { conn, sandbox, screen, abandoned: false, in_transaction: false })
     }
 

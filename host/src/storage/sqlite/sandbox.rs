@@ -13,7 +13,9 @@
 //!   deadline has passed;
 //! - defensive mode (no `writable_schema`, no shadow-table writes), no
 //!   extension loading, untrusted schema, no attached databases at all, and
-//!   bounded string, blob and statement lengths.
+//!   (where components run) bounded strings, blobs, rows, columns and
+//!   patterns, so that neither a result nor one function call can grow
+//!   large between two deadline checks.
 //!
 //! A prepared statement is authorized once, when it is prepared, and sqlx
 //! keeps prepared statements by their text: so a component's SQL is
@@ -36,9 +38,19 @@ use crate::storage::{Caller, DbError, Grant};
 /// Virtual-machine steps between two deadline checks: microseconds of work.
 const PROGRESS_STEPS: i32 = 1000;
 
-/// The longest string, blob or statement a connection makes: far above
-/// any record of the service's, far below what would hurt the host.
-const MAX_LENGTH: c_int = 4 << 20;
+/// Where components' statements run, the longest string or blob (and row) a
+/// connection makes: the API's body limit, far above any of the service's
+/// records. It also bounds what one call of a function that is quadratic in
+/// its arguments' lengths (`instr`, `replace`) takes between two deadline
+/// checks: milliseconds.
+const MAX_LENGTH: c_int = 64 << 10;
+/// … the most columns a result may have: a row is at most this many values
+/// of `MAX_LENGTH`.
+const MAX_COLUMNS: c_int = 64;
+/// … the longest `LIKE` or `GLOB` pattern.
+const MAX_PATTERN: c_int = 1024;
+/// The longest statement.
+const MAX_SQL: c_int = 1 << 20;
 
 /// Table-valued functions a statement may read like a table (the schema's
 /// triggers use them to keep `pet_tags`).
@@ -110,8 +122,21 @@ impl Sandbox {
     }
 }
 
+/// Which database a connection is to, for its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// The service's data, where components' statements run.
+    Data,
+    /// The registry, the host's alone (it holds whole components).
+    Registry,
+}
+
 /// Set up `conn`'s sandbox (see the module's doc); `read_only` for a reader.
-pub(super) async fn install(conn: &mut SqliteConnection, read_only: bool) -> Result<Arc<Sandbox>, DbError> {
+pub(super) async fn install(
+    conn: &mut SqliteConnection,
+    read_only: bool,
+    purpose: Purpose,
+) -> Result<Arc<Sandbox>, DbError> {
     let tables: Vec<(String,)> =
         sqlx::query_as("SELECT lower(name) FROM sqlite_schema WHERE type IN ('table', 'view')")
             .fetch_all(&mut *conn)
@@ -139,8 +164,12 @@ pub(super) async fn install(conn: &mut SqliteConnection, read_only: bool) -> Res
             }
         }
         ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_ATTACHED, 0);
-        ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_LENGTH, MAX_LENGTH);
-        ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_SQL_LENGTH, MAX_LENGTH);
+        ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL);
+        if purpose == Purpose::Data {
+            ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_LENGTH, MAX_LENGTH);
+            ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_COLUMN, MAX_COLUMNS);
+            ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, MAX_PATTERN);
+        }
         let data = Arc::as_ptr(&sandbox).cast_mut().cast::<c_void>();
         if ffi::sqlite3_set_authorizer(db, Some(authorize), data) != ffi::SQLITE_OK {
             return Err(DbError::Other("cannot install the SQLite authorizer".into()));
