@@ -5,7 +5,8 @@ RSS and CPU time from /proc.
 Which build of the service is measured:
 - the local release build (default);
 - PETSTORE_BENCH_BINARY=PATH: another binary, e.g. the image's static musl
-  one (`podman cp` it out of the image);
+  one (`podman cp` it out of the image), with PETSTORE_BENCH_COMPONENTS=DIR
+  when it needs other components than build/components;
 - PETSTORE_BENCH_IMAGE=IMAGE: the container image itself, run by podman
   confined as production runs it (read-only, UID 65532, no capabilities,
   no-new-privileges, the service's seccomp profile) on the host's network
@@ -38,7 +39,9 @@ IMAGE = os.environ.get("PETSTORE_BENCH_IMAGE")
 PODMAN = ["podman", *os.environ.get("PETSTORE_BENCH_PODMAN", "").split()]
 # runc, as scripts/container-test uses (crun does not work on these machines).
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(ROOT / "container" / "containers.conf"))}
-COMPONENTS = ROOT / "build" / "components"
+# PETSTORE_BENCH_COMPONENTS: the components another build of the service
+# loads (e.g. a build from before a change of the WIT).
+COMPONENTS = Path(os.environ.get("PETSTORE_BENCH_COMPONENTS", ROOT / "build" / "components"))
 PETS = 1000
 # (label, wrk script in bench/wrk)
 SCENARIOS = [("GET /api/v1/pets/{id}", "get_by_id"), ("GET /api/v1/pets?limit=20", "list"),

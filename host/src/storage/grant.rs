@@ -33,6 +33,11 @@ impl Grant {
         &self.component
     }
 
+    /// The component's name, shared.
+    pub fn component_name(&self) -> Arc<str> {
+        self.component.clone()
+    }
+
     /// Whether `table` is one of the component's (table names are compared
     /// as SQL compares unquoted names: without case).
     pub fn allows(&self, table: &str) -> bool {

@@ -20,7 +20,8 @@
 //! `standard_conforming_strings` on, which the component role's connections
 //! set and cannot change).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::statement::{self, Syntax, Token};
 use super::{DbError, Grant};
@@ -58,19 +59,44 @@ pub struct Screen {
     /// Every table some grant names, and the host's own: a statement that
     /// names one of these outside its own grant is refused.
     known: BTreeSet<String>,
+    /// Verdicts already reached, by component and statement text:
+    /// components send the same few statements over and over, and reading
+    /// one costs more than looking it up.
+    verdicts: Mutex<HashMap<Statement, Verdict>>,
 }
+
+/// A component's name and a statement it sent.
+type Statement = (Arc<str>, Box<str>);
+/// `Err` says why the statement is refused.
+type Verdict = Result<(), String>;
+
+/// Verdicts kept at most; the cache starts over when full.
+const MAX_VERDICTS: usize = 4096;
 
 impl Screen {
     pub fn new(grants: &[Grant]) -> Screen {
         let mut known: BTreeSet<String> = HOST_TABLES.iter().map(|t| t.to_string()).collect();
         known.extend(grants.iter().flat_map(|g| g.tables().map(str::to_string)));
-        Screen { known }
+        Screen { known, verdicts: Mutex::default() }
     }
 
     /// `Ok` if `sql` may be sent to a `dialect` database for `grant`'s component.
     pub fn check(&self, grant: &Grant, sql: &str, dialect: Syntax) -> Result<(), DbError> {
-        self.verdict(grant, sql, dialect)
-            .map_err(|why| DbError::Forbidden(format!("{} may not {why}", grant.component())))
+        let key = (grant.component_name(), Box::<str>::from(sql));
+        let cached = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
+        let verdict = match cached {
+            Some(verdict) => verdict,
+            None => {
+                let verdict = self.verdict(grant, sql, dialect);
+                let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+                if verdicts.len() >= MAX_VERDICTS {
+                    verdicts.clear();
+                }
+                verdicts.insert(key, verdict.clone());
+                verdict
+            }
+        };
+        verdict.map_err(|why| DbError::Forbidden(format!("{} may not {why}", grant.component())))
     }
 
     fn verdict(&self, grant: &Grant, sql: &str, dialect: Syntax) -> Result<(), String> {

@@ -1,41 +1,41 @@
-//! A connection of the component role's pool, checked out for one
-//! statement or one transaction of a component's, and stopped at its
-//! request's deadline.
+//! A component-role connection checked out (`pool.rs`) for one statement or
+//! one transaction of a component's, and stopped at its request's deadline.
 //!
 //! A statement still running when its caller goes away (the request's
-//! deadline passed, or its client left) would keep its connection, and its
-//! locks, until the statement ends: sqlx gives a connection back only once
-//! the server has finished with it, so a `pg_sleep` outlived its 504 and
-//! pinned the pool. Instead such a connection is closed at once, never
-//! given back, and the server, checking every
+//! deadline passed, or its client left) would otherwise keep its
+//! connection, and its locks, until the statement ends: a `pg_sleep` would
+//! outlive its 504 and pin the pool. Instead such a connection is closed at
+//! once, never given back, and the server, checking every
 //! `client_connection_check_interval` that its client is still there, stops
-//! the statement and ends the backend. A transaction dropped between its
+//! the statement and ends the backend (and the host ends any that does not:
+//! `Postgres::end_overdue_backends`). A transaction dropped between its
 //! statements is rolled back before the connection goes back.
 
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use std::sync::Arc;
+
+use sqlx::PgConnection;
 use tokio::time::Instant;
 
-use super::Postgres as Backend;
+use super::Postgres;
+use super::pool::{Conns, Lent};
 use crate::storage::DbError;
 
 pub(super) struct Checkout {
     /// `None` only once dropped.
-    conn: Option<PoolConnection<Postgres>>,
+    lent: Option<Lent>,
     /// A statement was sent and has not answered.
     running: bool,
     /// A transaction is open.
     in_transaction: bool,
+    /// The server or the network failed under it.
+    lost: bool,
 }
 
 impl Checkout {
     /// A connection, waited for until `until`.
-    pub(super) async fn acquire(pool: &PgPool, until: Instant) -> Result<Checkout, DbError> {
-        let conn = tokio::time::timeout_at(until, pool.acquire())
-            .await
-            .map_err(|_| DbError::Unavailable("timed out waiting for a database connection".into()))?
-            .map_err(Backend::classify)?;
-        Ok(Checkout { conn: Some(conn), running: false, in_transaction: false })
+    pub(super) async fn acquire(conns: &Arc<Conns>, until: Instant) -> Result<Checkout, DbError> {
+        let lent = conns.acquire(until).await?;
+        Ok(Checkout { lent: Some(lent), running: false, in_transaction: false, lost: false })
     }
 
     /// Run one statement with `statement`, stopping it at `deadline`.
@@ -44,7 +44,7 @@ impl Checkout {
         deadline: Instant,
         statement: impl AsyncFnOnce(&mut PgConnection) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let conn = self.conn.as_deref_mut().ok_or_else(|| DbError::Other("a checked-in connection".into()))?;
+        let conn = self.lent.as_mut().ok_or_else(|| DbError::Other("a connection given back".into()))?.conn()?;
         self.running = true;
         let answer = tokio::time::timeout_at(deadline, statement(conn))
             .await
@@ -52,6 +52,7 @@ impl Checkout {
         // A refused answer may have been cut off mid-way (a result over the
         // limit): the rest of it is not read, the connection is closed.
         self.running = matches!(answer, Err(DbError::Forbidden(_)));
+        self.lost = matches!(answer, Err(DbError::Unavailable(_)));
         answer
     }
 
@@ -72,22 +73,27 @@ impl Checkout {
 }
 
 async fn execute(conn: &mut PgConnection, sql: &'static str) -> Result<(), DbError> {
-    sqlx::raw_sql(sql).execute(conn).await.map(drop).map_err(Backend::classify)
+    sqlx::raw_sql(sql).execute(conn).await.map(drop).map_err(Postgres::classify)
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if self.running {
-            // Out of the pool and closed: the server sees its client gone.
-            drop(conn.detach());
+        let Some(mut lent) = self.lent.take() else { return };
+        if self.lost {
+            lent.lost();
+        } else if self.running {
+            // Closed: the server sees its client gone.
+            drop(lent);
         } else if self.in_transaction {
             tokio::spawn(async move {
-                let mut conn = conn;
-                if execute(&mut conn, "ROLLBACK").await.is_err() {
-                    drop(conn.detach());
+                if let Ok(conn) = lent.conn()
+                    && execute(conn, "ROLLBACK").await.is_ok()
+                {
+                    lent.give_back();
                 }
             });
+        } else {
+            lent.give_back();
         }
     }
 }

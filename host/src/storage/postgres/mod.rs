@@ -8,10 +8,12 @@
 //! registry, backups) run as the service's role, which owns the schema.
 //! Components' statements run as a login role of their own
 //! (`DB_COMPONENT_USER`, see `roles.rs`): DML on the tables the grants name
-//! and nothing else, screened first (`storage/screen.rs`), and stopped at their
-//! request's deadline (`checkout.rs`).
+//! and nothing else, screened first (`storage/screen.rs`), on connections
+//! of their own that are reset after every use (`pool.rs`), and stopped at
+//! their request's deadline (`checkout.rs`).
 
 mod checkout;
+mod pool;
 mod roles;
 
 use std::str::FromStr;
@@ -26,6 +28,7 @@ use sqlx::{PgPool, Row, TypeInfo, ValueRef};
 use tokio::sync::mpsc;
 
 use self::checkout::Checkout;
+use self::pool::Conns;
 use super::backend::{Backend, BackendTransaction};
 use super::screen::Screen;
 use super::sql::{self, Dialect};
@@ -44,11 +47,6 @@ const HOST_POOL_SIZE: u32 = 4;
 /// has its connection closed, and its backend stops within this.
 const CLIENT_CHECK_MS: u32 = 200;
 
-/// Run on a component connection each time it goes back to the pool (one
-/// round trip): every setting back to the session's start, no advisory
-/// lock, no channel listened to.
-const RESET_SESSION: &str = "RESET ALL; SELECT pg_advisory_unlock_all(); UNLISTEN *";
-
 /// How often the host looks for a component backend that outlived every
 /// limit (see [`Postgres::end_overdue_backends`]).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -66,7 +64,7 @@ pub struct Postgres {
 
 #[derive(Clone)]
 struct Components {
-    pool: PgPool,
+    conns: Arc<Conns>,
     role: String,
     screen: Arc<Screen>,
     /// The union of the grants' tables: what the role may use.
@@ -117,21 +115,13 @@ impl Postgres {
                     ("client_connection_check_interval", check.as_str()),
                     ("idle_in_transaction_session_timeout", statement_timeout.as_str()),
                 ]);
-                let pool = PgPoolOptions::new()
-                    .max_connections(options.max_connections)
-                    .acquire_timeout(options.acquire_timeout)
-                    // Whatever a statement changed in its session (which the
-                    // screen should have refused), the next one starts clean.
-                    .after_release(|conn, _| {
-                        Box::pin(async move { sqlx::raw_sql(RESET_SESSION).execute(conn).await.map(|_| true) })
-                    })
-                    .connect_lazy_with(as_components);
+                let conns = Conns::new(as_components, options.max_connections);
                 let mut tables: Vec<String> =
                     access.grants.iter().flat_map(|g| g.tables().map(str::to_string)).collect();
                 tables.sort();
                 tables.dedup();
                 Some(Components {
-                    pool,
+                    conns,
                     role,
                     screen: Arc::new(Screen::new(&access.grants)),
                     tables,
@@ -190,18 +180,22 @@ impl Postgres {
 
     /// Every [`SWEEP_EVERY`], end the component role's backends that have
     /// been busy (a statement, or a transaction left open) for longer than
-    /// any statement may run: the statement timeout, the idle-transaction
-    /// timeout and the closed connection should each have ended them, so
-    /// one still there has found a way around all three. The host's role is
-    /// a member of the component role (the DBA's script), which lets it.
+    /// any statement may run, or that hold an advisory lock. The statement
+    /// timeout, the idle-transaction timeout and the closed connection
+    /// should each have ended the first kind, and the screen refuses the
+    /// functions that take the second (which could block the host's own
+    /// locks: migrations, grants): one still there has found a way around
+    /// them. The host's role is a member of the component role (the DBA's
+    /// script), which lets it.
     async fn end_overdue_backends(self, role: String, statement_timeout: Duration) {
         let overdue = (statement_timeout + Duration::from_secs(1)).as_secs_f64();
         let mut failing = false;
         loop {
             tokio::time::sleep(SWEEP_EVERY).await;
             let ended = sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE usename = $1 AND state <> 'idle' AND state_change < now() - make_interval(secs => $2)",
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity a \
+                 WHERE usename = $1 AND ((state <> 'idle' AND state_change < now() - make_interval(secs => $2)) \
+                 OR EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'))",
             )
             .bind(&role)
             .bind(overdue)
@@ -211,7 +205,10 @@ impl Postgres {
                 Ok(0) => failing = false,
                 Ok(ended) => {
                     failing = false;
-                    tracing::warn!(ended, "ended component backends that outlived every time limit");
+                    tracing::warn!(
+                        ended,
+                        "ended component backends that outlived every time limit or held an advisory lock"
+                    );
                 }
                 Err(err) if !failing => {
                     failing = true;
@@ -241,7 +238,7 @@ impl Postgres {
                 .check(grant, sql, Syntax::Postgres)
                 .inspect_err(|err| tracing::debug!(error = %err, "screened out"))?;
         }
-        Checkout::acquire(&components.pool, until(caller, components.acquire_timeout)).await
+        Checkout::acquire(&components.conns, until(caller, components.acquire_timeout)).await
     }
 
     fn classify(err: sqlx::Error) -> DbError {
@@ -316,15 +313,23 @@ impl Backend for Postgres {
         let mut conn = self.host.acquire().await.map_err(Self::classify)?;
         sqlx::raw_sql("SELECT 1").execute(&mut *conn).await.map_err(Self::classify)?;
         if let Some(components) = &self.components {
-            let mut conn = components.pool.acquire().await.map_err(Self::classify)?;
-            sqlx::raw_sql("SELECT 1").execute(&mut *conn).await.map_err(Self::classify)?;
+            let mut lent = components.conns.acquire(until(&Caller::Host, components.acquire_timeout)).await?;
+            match sqlx::raw_sql("SELECT 1").execute(lent.conn()?).await {
+                Ok(_) => lent.give_back(),
+                Err(err) => {
+                    lent.lost();
+                    return Err(Self::classify(err));
+                }
+            }
         }
         Ok(())
     }
 
     fn pool_stats(&self) -> (u32, usize) {
-        let pool = self.components.as_ref().map_or(&self.host, |c| &c.pool);
-        (pool.size(), pool.num_idle())
+        match &self.components {
+            Some(components) => components.conns.stats(),
+            None => (self.host.size(), self.host.num_idle()),
+        }
     }
 
     /// LISTEN on a connection of its own, reconnecting while the database is

@@ -71,6 +71,7 @@ impl Sqlite {
     /// the registry beside it, before returning: local files, so failing
     /// fast is clearest. Returns the data, then the registry.
     pub async fn open(url: &str, options: &ConnectOptions) -> Result<(Sqlite, Sqlite), DbError> {
+        sandbox::configure_library();
         let data = connect_options(url)?;
         let registry = data.clone().filename(registry_path(data.get_filename()));
         // The registry is the host's alone, and rarely busy: two readers.
