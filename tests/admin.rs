@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use crate::support::{Answer, Server};
 
 const TOKEN: &str = "admin-token";
@@ -69,13 +71,23 @@ async fn the_token_is_checked_before_a_byte_of_the_body_is_read() {
 #[tokio::test]
 async fn an_upload_whose_body_does_not_arrive_in_time_is_a_408_and_changes_nothing() {
     let s = server(&[("BODY_TIMEOUT_MS", "500")]);
-    let digest_before = s.admin_components(TOKEN).await;
+    let pet = s.create_pet(&json!({"name": "Kept", "species": "cat"})).await;
+    let registry_before = registry(&s).await;
     let started = Instant::now();
     let answer = raw(&s, &upload_head(TOKEN, 100_000), b"only the start of it");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
-    assert_eq!(s.admin_components(TOKEN).await["components"], digest_before["components"]);
+    assert_eq!(registry(&s).await, registry_before);
+    assert_eq!(s.get(&format!("/api/v1/pets/{pet}")).await.body["name"], "Kept");
+}
+
+/// Each component's stored versions and the one it should run: what an
+/// upload changes (heartbeats and load times move on their own).
+async fn registry(s: &Server) -> Vec<(Value, Value, Value)> {
+    let list = s.admin_components(TOKEN).await;
+    let components = list["components"].as_array().cloned().unwrap_or_default();
+    components.iter().map(|c| (c["name"].clone(), c["desired"].clone(), c["versions"].clone())).collect()
 }
 
 /// `GET /admin/components` from `from` with `token`.
