@@ -73,7 +73,7 @@ import re, sys
 out, runs = sys.argv[1], sys.argv[2]
 sep = sys.argv.index("--")
 versions, traces = sys.argv[3:sep], sys.argv[sep + 1:]
-line = re.compile(r"^(\d+) ([\d.]+) (.*)$")
+line = re.compile(r"^(\d+) +([\d.]+) (.*)$")
 names = set()
 for path in traces:
     rows = [(int(m[1]), float(m[2]), m[3]) for m in map(line.match, open(path, errors="replace")) if m]
