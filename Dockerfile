@@ -22,12 +22,10 @@ COPY . .
 RUN --mount=type=cache,id=petstore-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=petstore-cargo-target,target=/build/target \
     cargo build --locked --profile dist --target x86_64-unknown-linux-musl -p petstore-host --bin petstore \
- && cargo build --locked --profile component --target wasm32-wasip2 -p pets -p orders \
- && mkdir -p /out/components /out/data \
+ && CARGO_BUILD_FLAGS=--locked scripts/build-components --handlers-only /out/components \
+ && mkdir -p /out/data \
  && cp /build/target/x86_64-unknown-linux-musl/dist/petstore /out/petstore \
  && strip /out/petstore \
- && cp /build/target/wasm32-wasip2/component/pets.wasm /build/target/wasm32-wasip2/component/orders.wasm \
-       components/routes.toml /out/components/ \
  && COMPONENTS_DIR=/out/components /out/petstore compile \
  && chown -R 65532:65532 /out/data
 

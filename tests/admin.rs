@@ -138,3 +138,30 @@ async fn metrics_are_served_on_their_own_port_and_only_there() {
     let admin_on_metrics = client.get(s.metrics_url("/admin/components")).bearer_auth(TOKEN).send().await.expect("GET");
     assert_eq!(admin_on_metrics.status(), 404, "the metrics port serves no admin API");
 }
+
+#[tokio::test]
+async fn per_component_series_exist_at_zero_before_their_first_event() {
+    let s = server(&[]);
+    let before = s.metrics().await;
+    for component in ["pets", "orders"] {
+        for series in [
+            format!("petstore_component_traps_total{{component=\"{component}\"}}"),
+            format!("petstore_component_timeouts_total{{component=\"{component}\"}}"),
+            format!("petstore_component_swaps_total{{component=\"{component}\",result=\"rejected\"}}"),
+            format!("petstore_db_statements_refused_total{{component=\"{component}\"}}"),
+        ] {
+            assert_eq!(before.get(&series), Some(&0.0), "{series} at start");
+        }
+    }
+    // A series counts from that zero: a refused upload makes it 1.
+    let rex = s.create_pet(&json!({"name": "Rex", "species": "dog"})).await;
+    let client = reqwest::Client::new();
+    let refused =
+        client.put(s.admin_url("/admin/components/pets")).bearer_auth(TOKEN).body(b"not wasm".to_vec()).send().await;
+    assert_eq!(refused.expect("PUT").status(), 422);
+    let after = s.metrics().await;
+    assert_eq!(after.get("petstore_component_swaps_total{component=\"pets\",result=\"rejected\"}"), Some(&1.0));
+    assert_eq!(after.get("petstore_component_swaps_total{component=\"orders\",result=\"rejected\"}"), Some(&0.0));
+    let kept = s.get(&format!("/api/v1/pets/{rex}")).await;
+    assert_eq!((kept.status, &kept.body["name"]), (200, &json!("Rex")), "pets keeps serving what it had");
+}

@@ -238,7 +238,7 @@ async fn the_openapi_document_is_served_and_covers_the_contract() {
         ("/api/v1/openapi.json", &["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), routes.len(), "exactly the routes of API.md: {:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), routes.len(), "exactly the routes of the OpenAPI document: {:?}", paths.keys().collect::<Vec<_>>());
     for (path, methods) in routes {
         let item = paths.get(*path).unwrap_or_else(|| panic!("{path} missing"));
         for m in *methods {
@@ -246,7 +246,7 @@ async fn the_openapi_document_is_served_and_covers_the_contract() {
         }
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    // The error codes of API.md's table are all documented.
+    // The error codes the service answers with are all documented.
     let codes = &schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"];
     for code in [
         "invalid_json",

@@ -1,5 +1,5 @@
 //! `/api/v1/orders` and `/api/v1/store/inventory` end to end, with the
-//! transactional rules of API.md.
+//! transactional rules of docs/api.md.
 
 use serde_json::json;
 use crate::support::Server;

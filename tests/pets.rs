@@ -1,4 +1,4 @@
-//! `/api/v1/pets` end to end: every call, status and edge case of API.md.
+//! `/api/v1/pets` end to end: every call, status and edge case of the contract (the OpenAPI document and docs/api.md).
 
 use serde_json::{Value, json};
 use crate::support::Server;

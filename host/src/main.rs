@@ -7,9 +7,8 @@ use petstore_host::config::Config;
 use petstore_host::telemetry::logging::{self, Output};
 use petstore_host::{backup, precompile, server};
 
-/// mimalloc rather than the C library's allocator: the image's static musl
-/// build spends about a quarter more CPU per request in musl's malloc, and
-/// mimalloc takes it back on glibc too (docs/performance.md, "allocator").
+/// mimalloc: musl's malloc costs the image's static build about a quarter more
+/// CPU per request, and glibc's gains too (docs/performance.md, "allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -53,12 +52,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::no_error_backtraces();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("petstore: {err}");
-            return ExitCode::from(2);
-        }
+    let Ok(config) = Config::from_env().map_err(|err| eprintln!("petstore: {err}")) else {
+        return ExitCode::from(2);
     };
     // The service logs to stdout at LOG_LEVEL; the commands print their own
     // outcome, so their log shows only warnings, on stderr.

@@ -9,8 +9,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::routing::RouteTable;
-use crate::runtime::{build_engine, precompiled_path, sha256_hex};
-use crate::server::pool_limits;
+use crate::runtime::{PoolLimits, build_engine, precompiled_path, sha256_hex};
 
 /// `petstore compile`: precompile, and print each artifact written.
 pub fn run(config: &Config) -> anyhow::Result<()> {
@@ -23,7 +22,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 /// Precompile and return the artifacts written.
 pub fn precompile(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     let routes = RouteTable::load(&config.components_dir)?;
-    let engine = build_engine(pool_limits(config))?;
+    let engine = build_engine(PoolLimits::from_config(config))?;
     let mut written = Vec::new();
     for (name, source) in routes.components() {
         let bytes = std::fs::read(&source).with_context(|| format!("cannot read {}", source.display()))?;

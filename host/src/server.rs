@@ -70,7 +70,7 @@ impl Service {
             metrics: metrics.clone(),
         });
         let files = routes.components();
-        let (limits, timeout, load) = (pool_limits(&config), config.request_timeout, files.clone());
+        let (limits, timeout, load) = (PoolLimits::from_config(&config), config.request_timeout, files.clone());
         let runtime_metrics = metrics.clone();
         // Compiling is CPU-bound; keep it off the async workers.
         let runtime = tokio::task::spawn_blocking(move || {
@@ -190,7 +190,7 @@ impl Service {
 }
 
 fn fleet_settings(config: &Config) -> anyhow::Result<fleet::Settings> {
-    let policy = SignaturePolicy::from_key(config.component_public_key.as_deref()).map_err(anyhow::Error::msg)?;
+    let policy = SignaturePolicy::from_key(config.component_public_key.clone());
     Ok(fleet::Settings {
         replica: config.replica_id.clone(),
         environment: config.environment.as_str().to_string(),
@@ -222,14 +222,6 @@ pub fn connect_options(config: &Config, components: Option<ComponentAccess>) -> 
         statement_timeout: config.db_statement_timeout,
         user: config.db_user.clone(),
         password: config.db_password.clone(),
-    }
-}
-
-pub fn pool_limits(config: &Config) -> PoolLimits {
-    PoolLimits {
-        instances: config.instance_limit,
-        memory_bytes: config.instance_memory_mb as usize * 1024 * 1024,
-        reuse: config.instance_reuse,
     }
 }
 

@@ -1,7 +1,6 @@
 //! What the end-to-end tests share: `server` boots the binary under test
 //! (or `container`, the image), `client` talks to it, and [`eventually`]
 //! waits for something to become true.
-#![allow(dead_code)]
 
 mod client;
 mod container;

@@ -228,11 +228,13 @@ pub fn create_postgres_database(base: &str) -> String {
 fn lay_out_components(to: &Path, test_routes: &[(String, String, String)]) {
     let from = built_components();
     std::fs::create_dir_all(to).expect("components dir");
-    for file in ["pets.wasm", "orders.wasm"] {
-        std::fs::copy(from.join(file), to.join(file)).expect("copy component");
-    }
     let text = std::fs::read_to_string(from.join("routes.toml")).expect("routes.toml");
     let mut routes: toml::Table = toml::from_str(&text).expect("routes.toml is TOML");
+    // Every component routes.toml routes to, as scripts/build-components built them.
+    let files = routes.get("routes").and_then(toml::Value::as_table).expect("routes.toml has [routes]");
+    for file in files.values().filter_map(toml::Value::as_str) {
+        std::fs::copy(from.join(file), to.join(file)).unwrap_or_else(|e| panic!("copy component {file}: {e}"));
+    }
     for (prefix, file, name) in test_routes {
         std::fs::copy(from.join("testing").join(file), to.join(format!("{name}.wasm"))).expect("copy test component");
         if let Some(entries) = section(&mut routes, "routes") {
@@ -337,12 +339,6 @@ impl Server {
     /// Log lines printed so far, parsed.
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    }
-
-    /// Send SIGTERM and wait for the process to exit.
-    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
-        self.wait(within)
     }
 
     pub fn wait(&mut self, within: Duration) -> ExitStatus {

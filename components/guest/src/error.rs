@@ -1,5 +1,5 @@
 //! Everything a handler can answer other than success, as one enum; the
-//! JSON body of API.md (`{"error":{"code","message","details"?}}`) is made
+//! JSON body of the OpenAPI document (`{"error":{"code","message","details"?}}`) is made
 //! from it in [`crate::http`].
 
 /// One field that broke a rule, reported in a 422's `details`.

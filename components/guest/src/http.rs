@@ -1,6 +1,6 @@
 //! The request and response a handler works with, and [`serve`], which turns
 //! a route function's `Result` into the WIT response (an [`ApiError`]
-//! becomes API.md's JSON error here, and only here).
+//! becomes the contract's JSON error here, and only here).
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};

@@ -5,7 +5,7 @@
 //! - [`handler!`]: exports a route function as the component's handler.
 //! - [`http`]: the request/response wrappers and [`serve`], the adapter from
 //!   the WIT `handle` export to a `Result<Response, ApiError>` route function.
-//! - [`error`]: the error answers of API.md, as one enum.
+//! - [`error`]: the error answers of the OpenAPI document, as one enum.
 //! - [`validate`]: field rules that collect `details` for a 422.
 //! - [`db`]: the database and transaction calls behind one trait, rows read
 //!   into records ([`db::FromRow`]), and database errors mapped to answers.

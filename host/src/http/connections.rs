@@ -2,7 +2,7 @@
 //! closes the ones that are slow or idle too long, and drains them at
 //! shutdown.
 //!
-//! A connection is in one of three phases, and only two have a deadline:
+//! A connection is in one of three stages, and only two have a deadline:
 //! - receiving a header: the first request's header must arrive within
 //!   `HEADER_TIMEOUT_MS` of the accept, a later one's within
 //!   `HEADER_TIMEOUT_MS` of its first byte; else the connection is closed;
@@ -198,10 +198,10 @@ impl Connection {
         builder.header_read_timeout(None).keep_alive(true);
         let mut conn = pin!(builder.serve_connection(io, service));
         let mut closing = false;
-        // Checked lazily: a phase change does not wake this task (that cost
+        // Checked lazily: a stage change does not wake this task (that cost
         // every request three wake-ups and two timers). Instead the check
         // runs at least every `shortest` (see `Activity::next_check`), and a
-        // phase that starts now has a deadline at least `shortest` away, so
+        // stage that starts now has a deadline at least `shortest` away, so
         // no deadline is ever checked late.
         let check = tokio::time::sleep(self.limits.shortest());
         let mut check = pin!(check);
@@ -241,7 +241,7 @@ impl Connection {
 }
 
 impl ConnectionLimits {
-    /// The shortest time a phase with a deadline lasts.
+    /// The shortest time a stage with a deadline lasts.
     fn shortest(&self) -> Duration {
         self.header_timeout.min(self.keepalive_timeout)
     }
@@ -249,7 +249,7 @@ impl ConnectionLimits {
 
 /// Where a connection is in its requests, and since when.
 #[derive(Debug, Clone, Copy)]
-enum Phase {
+enum Stage {
     Idle(Instant),
     ReceivingHeader(Instant),
     Busy,
@@ -258,7 +258,7 @@ enum Phase {
 struct Activity {
     /// Its key in [`OpenConnections`].
     id: u64,
-    phase: Mutex<Phase>,
+    stage: Mutex<Stage>,
     /// Set (and the connection woken) when it must close to make room for
     /// a new one.
     must_make_room: AtomicBool,
@@ -270,28 +270,28 @@ impl Activity {
     fn new(id: u64) -> Activity {
         Activity {
             id,
-            phase: Mutex::new(Phase::ReceivingHeader(Instant::now())),
+            stage: Mutex::new(Stage::ReceivingHeader(Instant::now())),
             must_make_room: AtomicBool::new(false),
             make_room: Notify::new(),
         }
     }
 
-    fn set(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
+    fn set(&self, stage: Stage) {
+        *self.stage.lock().unwrap_or_else(PoisonError::into_inner) = stage;
     }
 
     /// Bytes arrived: an idle connection starts receiving a header.
     fn received(&self) {
-        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Phase::Idle(_) = *phase {
-            *phase = Phase::ReceivingHeader(Instant::now());
+        let mut stage = self.stage.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Stage::Idle(_) = *stage {
+            *stage = Stage::ReceivingHeader(Instant::now());
         }
     }
 
     /// Since when it has been idle between requests, if it is.
     fn idle_since(&self) -> Option<Instant> {
-        match *self.phase.lock().unwrap_or_else(PoisonError::into_inner) {
-            Phase::Idle(since) if !self.must_make_room.load(Ordering::Relaxed) => Some(since),
+        match *self.stage.lock().unwrap_or_else(PoisonError::into_inner) {
+            Stage::Idle(since) if !self.must_make_room.load(Ordering::Relaxed) => Some(since),
             _ => None,
         }
     }
@@ -302,15 +302,15 @@ impl Activity {
     }
 
     fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
-        match *self.phase.lock().unwrap_or_else(PoisonError::into_inner) {
-            Phase::Idle(since) => Some(since + limits.keepalive_timeout),
-            Phase::ReceivingHeader(since) => Some(since + limits.header_timeout),
-            Phase::Busy => None,
+        match *self.stage.lock().unwrap_or_else(PoisonError::into_inner) {
+            Stage::Idle(since) => Some(since + limits.keepalive_timeout),
+            Stage::ReceivingHeader(since) => Some(since + limits.header_timeout),
+            Stage::Busy => None,
         }
     }
 
-    /// When to check again: the current phase's deadline, but no later than
-    /// [`ConnectionLimits::shortest`] from now, the soonest a phase that
+    /// When to check again: the current stage's deadline, but no later than
+    /// [`ConnectionLimits::shortest`] from now, the soonest a stage that
     /// begins after this check can expire.
     fn next_check(&self, limits: &ConnectionLimits) -> Instant {
         let latest = Instant::now() + limits.shortest();
@@ -319,11 +319,11 @@ impl Activity {
 
     /// Which deadline has passed, if one has.
     fn expired(&self, limits: &ConnectionLimits) -> Option<&'static str> {
-        let phase = *self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        let stage = *self.stage.lock().unwrap_or_else(PoisonError::into_inner);
         let passed = self.deadline(limits).is_some_and(|deadline| deadline <= Instant::now());
-        match phase {
-            Phase::Idle(_) if passed => Some("idle_timeout"),
-            Phase::ReceivingHeader(_) if passed => Some("header_timeout"),
+        match stage {
+            Stage::Idle(_) if passed => Some("idle_timeout"),
+            Stage::ReceivingHeader(_) if passed => Some("header_timeout"),
             _ => None,
         }
     }
@@ -384,13 +384,13 @@ impl hyper::service::Service<http::Request<Incoming>> for Marked {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        self.activity.set(Phase::Busy);
+        self.activity.set(Stage::Busy);
         let (router, activity) = (self.router.clone(), self.activity.clone());
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(self.peer));
         Box::pin(async move {
             let answered = router.oneshot(req).await;
-            activity.set(Phase::Idle(Instant::now()));
+            activity.set(Stage::Idle(Instant::now()));
             answered
         })
     }

@@ -1,12 +1,12 @@
-//! The host's own endpoints: liveness, readiness, health, and the OpenAPI
-//! document (made once at start, see [`super::openapi`]).
+//! The health endpoints: liveness, readiness and health, answered by the
+//! host itself.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use http::StatusCode;
 use serde_json::json;
 
 use super::App;
@@ -43,12 +43,6 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
     answered(json_response(status, &body), "/api/v1/health")
 }
 
-pub async fn openapi(State(app): State<Arc<App>>) -> Response {
-    let mut resp = app.openapi.clone().into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
-    answered(resp, "/api/v1/openapi.json")
-}
-
 struct Checks {
     database: bool,
     components: bool,
@@ -76,7 +70,8 @@ impl Checks {
     }
 }
 
-fn answered(mut resp: Response, route: &str) -> Response {
+/// `resp`, marked as answered by the host on `route` (for the access log and metrics).
+pub(super) fn answered(mut resp: Response, route: &str) -> Response {
     resp.extensions_mut().insert(Answered { route: route.to_string(), component: None });
     resp
 }

@@ -47,7 +47,7 @@ pub use connections::{ConnectionLimits, serve};
 pub use cors::CorsOrigins;
 pub use throttle::Throttle;
 
-/// The public port's body limit (API.md): 64 KiB, counted as received.
+/// The public port's body limit (the OpenAPI document): 64 KiB, counted as received.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// What the public router's handlers share.
@@ -77,7 +77,7 @@ pub fn public_router(app: Arc<App>, cors_origins: CorsOrigins) -> anyhow::Result
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/health/live", get(health::live))
         .route("/api/v1/health/ready", get(health::ready))
-        .route("/api/v1/openapi.json", get(health::openapi))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .method_not_allowed_fallback(|| async { error::HttpError::MethodNotAllowed("GET, HEAD") })
         .fallback(dispatch::dispatch)
         .with_state(app);

@@ -2,7 +2,15 @@
 //! own settings filled in (page sizes, `API_VERSION`), so that what a client
 //! reads is what this service does.
 
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
 use serde_json::{Value, json};
+
+use super::App;
+use super::health::answered;
 
 /// The document as kept in the repository.
 const DOCUMENT: &str = include_str!("../../openapi.json");
@@ -12,6 +20,13 @@ pub struct Settings<'a> {
     pub api_version: &'a str,
     pub pagination_limit: u32,
     pub pagination_max: u32,
+}
+
+/// `GET /api/v1/openapi.json`: the document made at start.
+pub async fn serve(State(app): State<Arc<App>>) -> Response {
+    let mut resp = app.openapi.clone().into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    answered(resp, "/api/v1/openapi.json")
 }
 
 /// The document to serve, as JSON text.

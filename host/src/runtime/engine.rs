@@ -24,6 +24,15 @@ pub struct PoolLimits {
 }
 
 impl PoolLimits {
+    /// `INSTANCE_LIMIT`, `INSTANCE_MEMORY_MB` and `INSTANCE_REUSE`.
+    pub fn from_config(config: &crate::config::Config) -> PoolLimits {
+        PoolLimits {
+            instances: config.instance_limit,
+            memory_bytes: config.instance_memory_mb as usize * 1024 * 1024,
+            reuse: config.instance_reuse,
+        }
+    }
+
     /// Warm instances that may wait, idle, for their next request: as many
     /// as may serve at once, and none without reuse.
     pub fn idle(&self) -> u32 {

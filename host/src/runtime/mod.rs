@@ -93,6 +93,7 @@ impl Runtime {
             let loaded = LoadedComponent::from_file(&engine, &linker, path)?;
             tracing::info!(component = name, origin = ?loaded.origin, digest = loaded.digest, "component loaded");
             metrics.component_info.with_label_values(&[name, &loaded.digest]).set(1);
+            metrics.known_component(name);
             components.insert(Arc::from(name.as_str()), ArcSwap::from_pointee(loaded));
         }
         let ticker = engine::EpochTicker::start(engine.clone())?;

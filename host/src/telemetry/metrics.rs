@@ -160,9 +160,28 @@ impl Metrics {
             },
             registry,
         };
+        // Series with labels known at start exist from the first scrape, at
+        // zero, so rate() and the alerts see them before their first event.
+        for source in ["cache", "registry"] {
+            metrics.artifacts_refused.with_label_values(&[source]);
+        }
         #[cfg(target_os = "linux")]
         metrics.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(metrics)
+    }
+
+    /// Make the per-component series of `component` exist, at zero, before
+    /// their first event (Prometheus' instrumentation guide): a trap alert's
+    /// rate() then sees the first trap, not a series appearing from nothing.
+    pub fn known_component(&self, component: &str) {
+        for counter in [&self.instance_reuses, &self.traps, &self.timeouts, &self.contention_retries, &self.db_refused]
+        {
+            counter.with_label_values(&[component]);
+        }
+        for result in ["ok", "rejected"] {
+            self.swaps.with_label_values(&[component, result]);
+        }
+        self.instantiation.with_label_values(&[component]);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -13,8 +13,10 @@
 //! their request's deadline (`checkout.rs`).
 
 mod checkout;
+mod dialect;
 mod pool;
 mod roles;
+mod sweep;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -22,18 +24,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgQueryResult, PgRow, PgTypeInfo};
-use sqlx::query::Query;
-use sqlx::{PgPool, Row, TypeInfo, ValueRef};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 
 use self::checkout::Checkout;
 use self::pool::Conns;
 use super::backend::{Backend, BackendTransaction};
 use super::screen::Screen;
-use super::sql::{self, Dialect};
+use super::sql;
 use super::statement::Syntax;
-use super::{COMPONENT_RESULT_LIMIT, Caller, ConnectOptions, DbError, ErrorClass, RowSet, Value, classify, until};
+use super::{COMPONENT_RESULT_LIMIT, Caller, ConnectOptions, DbError, RowSet, Value, classify, until};
 
 /// Longest wait between two attempts to reach a database that is down.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -46,10 +47,6 @@ const HOST_POOL_SIZE: u32 = 4;
 /// client is still there: a statement whose request passed its deadline
 /// has its connection closed, and its backend stops within this.
 const CLIENT_CHECK_MS: u32 = 200;
-
-/// How often the host looks for a component backend that outlived every
-/// limit (see [`Postgres::end_overdue_backends`]).
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Postgres {
@@ -151,7 +148,7 @@ impl Postgres {
                     tracing::info!("database schema is up to date");
                     if let Some(components) = &self.components {
                         let role = components.role.clone();
-                        tokio::spawn(self.clone().end_overdue_backends(role, statement_timeout));
+                        tokio::spawn(sweep::end_overdue_backends(self.host.clone(), role, statement_timeout));
                     }
                     return;
                 }
@@ -178,47 +175,6 @@ impl Postgres {
         Ok(())
     }
 
-    /// Every [`SWEEP_EVERY`], end the component role's backends that have
-    /// been busy (a statement, or a transaction left open) for longer than
-    /// any statement may run, or that hold an advisory lock. The statement
-    /// timeout, the idle-transaction timeout and the closed connection
-    /// should each have ended the first kind, and the screen refuses the
-    /// functions that take the second (which could block the host's own
-    /// locks: migrations, grants): one still there has found a way around
-    /// them. The host's role is a member of the component role (the DBA's
-    /// script), which lets it.
-    async fn end_overdue_backends(self, role: String, statement_timeout: Duration) {
-        let overdue = (statement_timeout + Duration::from_secs(1)).as_secs_f64();
-        let mut failing = false;
-        loop {
-            tokio::time::sleep(SWEEP_EVERY).await;
-            let ended = sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity a \
-                 WHERE usename = $1 AND ((state <> 'idle' AND state_change < now() - make_interval(secs => $2)) \
-                 OR EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'))",
-            )
-            .bind(&role)
-            .bind(overdue)
-            .fetch_one(&self.host)
-            .await;
-            match ended {
-                Ok(0) => failing = false,
-                Ok(ended) => {
-                    failing = false;
-                    tracing::warn!(
-                        ended,
-                        "ended component backends that outlived every time limit or held an advisory lock"
-                    );
-                }
-                Err(err) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %err, "cannot look for overdue component backends; retrying");
-                }
-                Err(_) => {}
-            }
-        }
-    }
-
     fn ready(&self) -> Result<(), DbError> {
         if self.ready.load(Ordering::Acquire) {
             Ok(())
@@ -242,7 +198,7 @@ impl Postgres {
     }
 
     fn classify(err: sqlx::Error) -> DbError {
-        classify(err, class_of)
+        classify(err, dialect::class_of)
     }
 }
 
@@ -416,128 +372,4 @@ impl BackendTransaction for Transaction {
 
 fn no_role() -> DbError {
     DbError::Other("a component's statement needs the component role (DB_COMPONENT_USER)".into())
-}
-
-/// A NULL parameter sent without a type (OID 0, "unspecified"), so that
-/// PostgreSQL infers it from where it stands: NULL fits a column of any
-/// type (a NULL sent as text is refused by a `bytea` or `bigint` column).
-struct UntypedNull;
-
-impl sqlx::Type<sqlx::Postgres> for UntypedNull {
-    fn type_info() -> PgTypeInfo {
-        PgTypeInfo::with_oid(sqlx::postgres::types::Oid(0))
-    }
-}
-
-impl sqlx::Encode<'_, sqlx::Postgres> for UntypedNull {
-    fn encode_by_ref(
-        &self,
-        _buf: &mut sqlx::postgres::PgArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        Ok(sqlx::encode::IsNull::Yes)
-    }
-}
-
-impl Dialect for Postgres {
-    type Db = sqlx::Postgres;
-
-    fn bind(
-        sql: String,
-        params: Vec<Value>,
-    ) -> Query<'static, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments> {
-        sql::bind::<sqlx::Postgres, UntypedNull>(sql, params)
-    }
-
-    /// Decode by each column's type: every integer width becomes a 64-bit
-    /// integer, as SQLite answers.
-    fn decode_row(row: &PgRow) -> Result<Vec<Value>, DbError> {
-        (0..row.len()).map(|i| decode(row, i)).collect()
-    }
-
-    fn rows_affected(done: &PgQueryResult) -> u64 {
-        done.rows_affected()
-    }
-
-    fn error(err: sqlx::Error) -> DbError {
-        Self::classify(err)
-    }
-}
-
-fn decode(row: &PgRow, i: usize) -> Result<Value, DbError> {
-    let raw = row.try_get_raw(i).map_err(Postgres::classify)?;
-    if raw.is_null() {
-        return Ok(Value::Null);
-    }
-    let type_name = raw.type_info().name().to_string();
-    let value = match type_name.as_str() {
-        "INT8" => row.try_get(i).map(Value::Integer),
-        "INT4" => row.try_get::<i32, _>(i).map(|n| Value::Integer(n.into())),
-        "INT2" => row.try_get::<i16, _>(i).map(|n| Value::Integer(n.into())),
-        "FLOAT8" => row.try_get(i).map(Value::Real),
-        "FLOAT4" => row.try_get::<f32, _>(i).map(|f| Value::Real(f.into())),
-        "BOOL" => row.try_get(i).map(Value::Boolean),
-        "BYTEA" => row.try_get(i).map(Value::Blob),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => row.try_get(i).map(Value::Text),
-        other => {
-            return Err(DbError::Other(format!(
-                "column {i} has a type the database interface does not carry: {other}"
-            )));
-        }
-    };
-    value.map_err(Postgres::classify)
-}
-
-/// PostgreSQL's SQLSTATE codes by class (Appendix A of its manual).
-fn class_of(code: &str) -> ErrorClass {
-    match code {
-        // Serialization failure, deadlock: the transaction was rolled back
-        // and may simply be run again.
-        "40001" | "40P01" => ErrorClass::Contention,
-        // A deferred constraint checked at commit.
-        "40002" => ErrorClass::Constraint,
-        // Lock not available, object in use, statement timeout.
-        "55P03" | "55006" | "57014" => ErrorClass::Busy,
-        // Insufficient privilege: the component role may not do that.
-        "42501" => ErrorClass::Forbidden,
-        _ => match code.get(..2) {
-            Some("23") => ErrorClass::Constraint,
-            // Data exception (22: NUL in text, out of range, bad cast…) and
-            // program limit exceeded (54: a value too large to index).
-            Some("22" | "54") => ErrorClass::InvalidData,
-            // Connection exception, insufficient resources (disk, memory,
-            // connections), operator intervention (shutdown, crash
-            // recovery), system error.
-            Some("08" | "53" | "57" | "58") => ErrorClass::Unavailable,
-            _ => ErrorClass::Other,
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlstates_sort_by_whose_fault_they_are() {
-        for (code, class) in [
-            ("23505", ErrorClass::Constraint),
-            ("23514", ErrorClass::Constraint),
-            ("22021", ErrorClass::InvalidData),
-            ("22003", ErrorClass::InvalidData),
-            ("22P02", ErrorClass::InvalidData),
-            ("54000", ErrorClass::InvalidData),
-            ("40001", ErrorClass::Contention),
-            ("40P01", ErrorClass::Contention),
-            ("57014", ErrorClass::Busy),
-            ("55P03", ErrorClass::Busy),
-            ("42501", ErrorClass::Forbidden),
-            ("08006", ErrorClass::Unavailable),
-            ("53300", ErrorClass::Unavailable),
-            ("57P01", ErrorClass::Unavailable),
-            ("42P01", ErrorClass::Other),
-            ("25P02", ErrorClass::Other),
-        ] {
-            assert_eq!(class_of(code), class, "{code}");
-        }
-    }
 }
