@@ -1,4 +1,4 @@
-//! `/metrics` on the admin port moves by exactly what was sent.
+//! `/metrics` on the metrics port moves by exactly what was sent.
 
 use std::collections::HashMap;
 

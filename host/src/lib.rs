@@ -23,13 +23,13 @@
 
 pub mod backup;
 pub mod config;
-pub mod fleet;
-pub mod host_api;
-pub mod http;
+pub(crate) mod fleet;
+pub(crate) mod host_api;
+pub(crate) mod http;
 pub mod precompile;
-pub mod routing;
-pub mod runtime;
+pub(crate) mod routing;
+pub(crate) mod runtime;
 pub mod server;
-pub mod shutdown;
-pub mod storage;
+pub(crate) mod shutdown;
+pub(crate) mod storage;
 pub mod telemetry;

@@ -28,6 +28,12 @@ pub const QUANTITY: RangeInclusive<i64> = 1..=100;
 /// The quantity of an order that names none.
 pub const DEFAULT_QUANTITY: i64 = 1;
 
+/// The columns of a pet's row (table `pets`), in the order every reader of
+/// a row takes them.
+pub const PET_COLUMNS: &str = "id, name, species, tags, status, created_at, updated_at";
+/// The columns of an order's row (table `orders`), likewise.
+pub const ORDER_COLUMNS: &str = "id, pet_id, quantity, status, created_at, updated_at";
+
 /// A pet as stored and answered.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields))]

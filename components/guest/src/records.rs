@@ -2,16 +2,11 @@
 //! query selects, in order, and the [`FromRow`] that reads them. The records
 //! themselves, and their rules, are `petstore_model`'s.
 
+pub use petstore_model::{ORDER_COLUMNS, PET_COLUMNS};
 use petstore_model::{Order, Pet};
 
 use crate::db::{FromRow, Row};
 use crate::error::ApiError;
-
-/// The columns of a [`Pet`], in the order [`FromRow`] reads them.
-pub const PET_COLUMNS: &str = "id, name, species, tags, status, created_at, updated_at";
-
-/// The columns of an [`Order`], in the order [`FromRow`] reads them.
-pub const ORDER_COLUMNS: &str = "id, pet_id, quantity, status, created_at, updated_at";
 
 impl FromRow for Pet {
     fn from_row(row: Row<'_>) -> Result<Pet, ApiError> {

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::io::BufRead;
 
-use petstore_model::{self as model, Order, Padding, Pet};
+use petstore_model::{self as model, ORDER_COLUMNS, Order, PET_COLUMNS, Padding, Pet};
 
 use super::{BackupError, Counts, FORMAT, Header, Record, VERSION, count, progress_bar};
 use crate::storage::{Database, DbError, Transaction, Value};
@@ -167,20 +167,21 @@ impl Loader {
     }
 
     async fn flush(&mut self, tx: &mut Transaction) -> Result<(), Problem> {
-        insert(tx, "pets (id, name, species, tags, status, created_at, updated_at)", &mut self.pet_rows).await?;
-        insert(tx, "orders (id, pet_id, quantity, status, created_at, updated_at)", &mut self.order_rows).await?;
+        insert(tx, "pets", PET_COLUMNS, &mut self.pet_rows).await?;
+        insert(tx, "orders", ORDER_COLUMNS, &mut self.order_rows).await?;
         Ok(())
     }
 }
 
-/// One multi-row INSERT of `rows` (then emptied).
-async fn insert(tx: &mut Transaction, target: &str, rows: &mut Vec<Vec<Value>>) -> Result<(), DbError> {
+/// One multi-row INSERT of `rows` (values of `columns`, in order) into
+/// `table`; `rows` is emptied.
+async fn insert(tx: &mut Transaction, table: &str, columns: &str, rows: &mut Vec<Vec<Value>>) -> Result<(), DbError> {
     let Some(width) = rows.first().map(Vec::len) else { return Ok(()) };
     let tuples: Vec<String> = (0..rows.len())
         .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
         .collect();
     let params: Vec<Value> = rows.drain(..).flatten().collect();
-    tx.execute(&format!("INSERT INTO {target} VALUES {}", tuples.join(", ")), params).await?;
+    tx.execute(&format!("INSERT INTO {table} ({columns}) VALUES {}", tuples.join(", ")), params).await?;
     Ok(())
 }
 

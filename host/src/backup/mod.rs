@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use petstore_model::{Order, Pet};
+use petstore_model::{ORDER_COLUMNS, Order, PET_COLUMNS, Pet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -143,8 +143,7 @@ pub async fn export(db: &Database, out: &mut impl Write, exported_at: &str) -> R
     let header = Header { format: FORMAT.into(), version: VERSION, exported_at: exported_at.into(), pets, orders };
     writeln!(out, "{}", json(&header))?;
     let progress = progress_bar((pets + orders) as u64, "exporting");
-    let pet_columns = "id, name, species, tags, status, created_at, updated_at";
-    export_table(&mut tx, out, &progress, "pets", pet_columns, |row| {
+    export_table(&mut tx, out, &progress, "pets", PET_COLUMNS, |row| {
         let tags = serde_json::from_str(&text(row, 3)?).map_err(|e| DbError::Other(format!("stored tags: {e}")))?;
         Ok(Record::Pet(Pet {
             id: int(row, 0)?,
@@ -157,8 +156,7 @@ pub async fn export(db: &Database, out: &mut impl Write, exported_at: &str) -> R
         }))
     })
     .await?;
-    let order_columns = "id, pet_id, quantity, status, created_at, updated_at";
-    export_table(&mut tx, out, &progress, "orders", order_columns, |row| {
+    export_table(&mut tx, out, &progress, "orders", ORDER_COLUMNS, |row| {
         Ok(Record::Order(Order {
             id: int(row, 0)?,
             pet_id: if row.get(1) == Some(&Value::Null) { None } else { Some(int(row, 1)?) },

@@ -16,7 +16,8 @@
 //! - [`backend`]: the trait each backend implements;
 //! - [`grant`]: what one component may touch, and who calls;
 //! - [`column`]: typed reads of a row's columns, for the host's own queries;
-//! - `sql`: the sqlx code the real backends share;
+//! - `sql`: the sqlx code the real backends share (and the only place,
+//!   with the backends, that knows sqlx);
 //! - `statement`: a component's SQL read as its database reads it (its
 //!   kind, one statement or several, the names it uses); `screen`: what
 //!   the host refuses before the database sees it;
@@ -122,34 +123,6 @@ pub(crate) enum ErrorClass {
     Unavailable,
     Forbidden,
     Other,
-}
-
-/// Sort a sqlx error; `class_of` reads the backend's own error codes.
-pub(crate) fn classify(err: sqlx::Error, class_of: fn(&str) -> ErrorClass) -> DbError {
-    let class = match &err {
-        sqlx::Error::Database(db) => db.code().map_or(ErrorClass::Other, |code| class_of(&code)),
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => ErrorClass::Unavailable,
-        // A value the driver could not encode for the database.
-        sqlx::Error::Encode(_) => ErrorClass::InvalidData,
-        _ => ErrorClass::Other,
-    };
-    let message = match &err {
-        sqlx::Error::Database(db) => db.message().to_string(),
-        other => other.to_string(),
-    };
-    match class {
-        ErrorClass::Constraint => DbError::Constraint(message),
-        ErrorClass::InvalidData => DbError::InvalidData(message),
-        ErrorClass::Contention => DbError::Contention(message),
-        ErrorClass::Busy => DbError::Busy(message),
-        ErrorClass::Unavailable => DbError::Unavailable(message),
-        ErrorClass::Forbidden => DbError::Forbidden(message),
-        ErrorClass::Other => DbError::Other(message),
-    }
 }
 
 /// How to connect, for either backend.

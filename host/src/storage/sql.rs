@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column, Database, Encode, Executor, IntoArguments, Row, Type};
 
-use super::{DbError, RowSet, Value};
+use super::{DbError, ErrorClass, RowSet, Value};
 
 /// How a backend speaks to sqlx: its driver, how it binds parameters,
 /// decodes a row and sorts errors.
@@ -84,4 +84,32 @@ where
 {
     let done = D::bind(sql, params).execute(executor).await.map_err(D::error)?;
     Ok(D::rows_affected(&done))
+}
+
+/// Sort a sqlx error; `class_of` reads the backend's own error codes.
+pub(super) fn classify(err: sqlx::Error, class_of: fn(&str) -> ErrorClass) -> DbError {
+    let class = match &err {
+        sqlx::Error::Database(db) => db.code().map_or(ErrorClass::Other, |code| class_of(&code)),
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => ErrorClass::Unavailable,
+        // A value the driver could not encode for the database.
+        sqlx::Error::Encode(_) => ErrorClass::InvalidData,
+        _ => ErrorClass::Other,
+    };
+    let message = match &err {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    };
+    match class {
+        ErrorClass::Constraint => DbError::Constraint(message),
+        ErrorClass::InvalidData => DbError::InvalidData(message),
+        ErrorClass::Contention => DbError::Contention(message),
+        ErrorClass::Busy => DbError::Busy(message),
+        ErrorClass::Unavailable => DbError::Unavailable(message),
+        ErrorClass::Forbidden => DbError::Forbidden(message),
+        ErrorClass::Other => DbError::Other(message),
+    }
 }

@@ -34,7 +34,7 @@ use super::backend::{Backend, BackendTransaction};
 use super::screen::Screen;
 use super::sql;
 use super::statement::Syntax;
-use super::{COMPONENT_RESULT_LIMIT, Caller, ConnectOptions, DbError, RowSet, Value, classify, until};
+use super::{COMPONENT_RESULT_LIMIT, Caller, ConnectOptions, DbError, RowSet, Value, until};
 
 /// Longest wait between two attempts to reach a database that is down.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -198,7 +198,7 @@ impl Postgres {
     }
 
     fn classify(err: sqlx::Error) -> DbError {
-        classify(err, dialect::class_of)
+        sql::classify(err, dialect::class_of)
     }
 }
 

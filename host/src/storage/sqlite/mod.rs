@@ -30,7 +30,7 @@ use self::sandbox::Purpose;
 use super::backend::{Backend, BackendTransaction};
 use super::screen::Screen;
 use super::sql::{self, Dialect};
-use super::{COMPONENT_RESULT_LIMIT, Caller, ConnectOptions, DbError, ErrorClass, RowSet, Value, classify, until};
+use super::{COMPONENT_RESULT_LIMIT, Caller, ConnectOptions, DbError, ErrorClass, RowSet, Value, until};
 
 /// How long a writer waits for the write lock before answering `busy`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,7 +124,7 @@ impl Sqlite {
     }
 
     fn classify(err: sqlx::Error) -> DbError {
-        classify(err, class_of)
+        sql::classify(err, class_of)
     }
 }
 
