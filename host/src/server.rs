@@ -131,48 +131,46 @@ impl Service {
 
     /// Serve until a signal's graceful shutdown has drained the public port.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Service {
-            config,
-            signals,
-            metrics,
-            fleet,
-            files,
-            public,
-            admin,
-            metrics_port,
-            shutdown: (driver, shutdown),
-        } = self;
+        let (driver, shutdown) = self.shutdown;
         tracing::info!(
-            addr = %public.0.local_addr()?,
-            admin_addr = %admin.0.local_addr()?,
-            metrics_addr = %metrics_port.0.local_addr()?,
-            admin_api = config.admin_token.is_some(),
+            addr = %self.public.0.local_addr()?,
+            admin_addr = %self.admin.0.local_addr()?,
+            metrics_addr = %self.metrics_port.0.local_addr()?,
+            admin_api = self.config.admin_token.is_some(),
             "listening"
         );
         let limits = ConnectionLimits {
-            max_connections: config.max_connections,
-            header_timeout: config.header_timeout,
-            keepalive_timeout: config.keepalive_timeout,
+            max_connections: self.config.max_connections,
+            header_timeout: self.config.header_timeout,
+            keepalive_timeout: self.config.keepalive_timeout,
         };
-        ensure_descriptors(limits.max_connections, config.db_pool_size);
-        let syncing = tokio::spawn(fleet.clone().run());
-        let watcher = config.components_watch.then(|| tokio::spawn(fleet::watch_files(fleet.clone(), files)));
+        ensure_descriptors(limits.max_connections, self.config.db_pool_size);
+        let syncing = tokio::spawn(self.fleet.clone().run());
+        let watcher =
+            self.config.components_watch.then(|| tokio::spawn(fleet::watch_files(self.fleet.clone(), self.files)));
         let never = std::future::pending();
-        let admin_server = tokio::spawn(http::serve(admin.0, "admin", admin.1, limits, metrics.clone(), never));
+        let admin_server =
+            tokio::spawn(http::serve(self.admin.0, "admin", self.admin.1, limits, self.metrics.clone(), never));
         let never = std::future::pending();
-        let metrics_server =
-            tokio::spawn(http::serve(metrics_port.0, "metrics", metrics_port.1, limits, metrics.clone(), never));
+        let metrics_server = tokio::spawn(http::serve(
+            self.metrics_port.0,
+            "metrics",
+            self.metrics_port.1,
+            limits,
+            self.metrics.clone(),
+            never,
+        ));
 
-        signals.drive(config.shutdown_grace, driver);
+        self.signals.drive(self.config.shutdown_grace, driver);
         let closing = shutdown.clone().reached(Phase::Closing);
         let mut public_server =
-            tokio::spawn(http::serve(public.0, "public", public.1, limits, metrics.clone(), closing));
+            tokio::spawn(http::serve(self.public.0, "public", self.public.1, limits, self.metrics.clone(), closing));
         tokio::select! {
             served = &mut public_server => served?,
             _ = shutdown.reached(Phase::Closing) => {
-                if tokio::time::timeout(config.shutdown_drain, &mut public_server).await.is_err() {
+                if tokio::time::timeout(self.config.shutdown_drain, &mut public_server).await.is_err() {
                     tracing::warn!(
-                        drain_ms = config.shutdown_drain.as_millis() as u64,
+                        drain_ms = self.config.shutdown_drain.as_millis() as u64,
                         "drain deadline passed; stopping with requests still in flight"
                     );
                 }
@@ -184,7 +182,11 @@ impl Service {
         if let Some(watcher) = watcher {
             watcher.abort();
         }
-        tracing::info!(in_flight = metrics.http_in_flight.get(), abandoned = metrics.http_abandoned.get(), "stopped");
+        tracing::info!(
+            in_flight = self.metrics.http_in_flight.get(),
+            abandoned = self.metrics.http_abandoned.get(),
+            "stopped"
+        );
         Ok(())
     }
 }

@@ -18,7 +18,6 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::storage::{Caller, Database, DbError, Grant};
 use crate::telemetry::Metrics;
 
-
 pub mod bindings {
     //! Generated from `wit/petstore.wit`.
     wasmtime::component::bindgen!({

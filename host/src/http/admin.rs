@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::to_bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -142,11 +142,7 @@ async fn upload(
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, HttpError> {
-    let (parts, body) = req.into_parts();
-    // Before a byte of the body is read: an unauthenticated client costs
-    // no memory (the answer closes the connection, body unread).
-    authorize(&admin, peer, &parts.headers).await?;
-    let bytes = read_body(&admin, body, UPLOAD_LIMIT).await?;
+    let (parts, bytes) = authorized_body(&admin, peer, req, UPLOAD_LIMIT).await?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let signature = header(SIGNATURE)
         .map(signature_from_header)
@@ -164,9 +160,7 @@ async fn activate(
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, HttpError> {
-    let (parts, body) = req.into_parts();
-    authorize(&admin, peer, &parts.headers).await?;
-    let body = read_body(&admin, body, SMALL_LIMIT).await?;
+    let (_, body) = authorized_body(&admin, peer, req, SMALL_LIMIT).await?;
     let digest = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["digest"].as_str().map(|d| d.trim_start_matches("sha256:").to_string()))
@@ -176,11 +170,23 @@ async fn activate(
 }
 
 /// The body, at most `limit` bytes, within `BODY_TIMEOUT_MS`.
-async fn read_body(admin: &Admin, body: Body, limit: usize) -> Result<bytes::Bytes, HttpError> {
-    tokio::time::timeout(admin.body_timeout, to_bytes(body, limit))
+/// The request's head and its body, up to `limit` bytes within the body
+/// timeout, once its token is right. Not a byte of the body is read before:
+/// an unauthenticated client costs no memory (the answer closes the
+/// connection, body unread).
+async fn authorized_body(
+    admin: &Admin,
+    peer: SocketAddr,
+    req: Request,
+    limit: usize,
+) -> Result<(http::request::Parts, bytes::Bytes), HttpError> {
+    let (parts, body) = req.into_parts();
+    authorize(admin, peer, &parts.headers).await?;
+    let bytes = tokio::time::timeout(admin.body_timeout, to_bytes(body, limit))
         .await
         .map_err(|_| HttpError::RequestTimeout(admin.body_timeout.as_millis()))?
-        .map_err(|_| HttpError::PayloadTooLarge(limit))
+        .map_err(|_| HttpError::PayloadTooLarge(limit))?;
+    Ok((parts, bytes))
 }
 
 fn fleet_error(err: FleetError) -> HttpError {

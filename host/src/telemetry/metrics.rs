@@ -40,16 +40,15 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
-        let histogram =
-            |name: &str, help: &str, labels: &[&str], buckets: &[f64]| -> prometheus::Result<HistogramVec> {
-                let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)?;
-                registry.register(Box::new(h.clone()))?;
-                Ok(h)
-            };
+        let histogram = |name: &str,
+                         help: &str,
+                         labels: &[&str],
+                         buckets: &[f64]|
+         -> prometheus::Result<HistogramVec> {
+            register(&registry, HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)?)
+        };
         let metrics = Metrics {
             http_requests: counter(
                 "petstore_http_requests_total",
@@ -67,27 +66,24 @@ impl Metrics {
                 "Requests answered with a 5xx.",
                 &["route", "method", "status"],
             )?,
-            http_in_flight: {
-                let g = IntGauge::new("petstore_http_requests_in_flight", "Requests being answered right now.")?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
-            http_abandoned: {
-                let c = IntCounter::new(
+            http_in_flight: register(
+                &registry,
+                IntGauge::new("petstore_http_requests_in_flight", "Requests being answered right now.")?,
+            )?,
+            http_abandoned: register(
+                &registry,
+                IntCounter::new(
                     "petstore_http_requests_abandoned_total",
                     "Requests dropped before an answer was made (client gone, or cut at shutdown).",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
-            http_connections_open: {
-                let g = IntGaugeVec::new(
+                )?,
+            )?,
+            http_connections_open: register(
+                &registry,
+                IntGaugeVec::new(
                     Opts::new("petstore_http_connections_open", "Client connections open."),
                     &["listener"],
-                )?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
+                )?,
+            )?,
             http_connections_closed: counter(
                 "petstore_http_connections_closed_total",
                 "Client connections the server closed: a header not received within HEADER_TIMEOUT_MS (header_timeout), idle past KEEPALIVE_TIMEOUT_MS (idle_timeout), or idle the longest when a new client needed the slot (reclaimed).",
@@ -116,14 +112,13 @@ impl Metrics {
                 &["component"],
             )?,
             swaps: counter("petstore_component_swaps_total", "Hot swaps of a component.", &["component", "result"])?,
-            component_info: {
-                let g = IntGaugeVec::new(
+            component_info: register(
+                &registry,
+                IntGaugeVec::new(
                     Opts::new("petstore_component_info", "1 for each component version this replica serves."),
                     &["component", "digest"],
-                )?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
+                )?,
+            )?,
             contention_retries: counter(
                 "petstore_db_contention_retries_total",
                 "Requests run again because their transaction lost to a concurrent one before committing anything.",
@@ -135,11 +130,10 @@ impl Metrics {
                 &["operation"],
                 FAST_BUCKETS,
             )?,
-            db_pool: {
-                let g = IntGaugeVec::new(Opts::new("petstore_db_pool_connections", "The database pool."), &["state"])?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
+            db_pool: register(
+                &registry,
+                IntGaugeVec::new(Opts::new("petstore_db_pool_connections", "The database pool."), &["state"])?,
+            )?,
             db_refused: counter(
                 "petstore_db_statements_refused_total",
                 "Statements a component sent that reach outside its grant (another table, the schema, a session setting, a file), refused.",
@@ -150,14 +144,13 @@ impl Metrics {
                 "Compiled artifacts refused because this fleet's key does not vouch for them (compiled instead).",
                 &["source"],
             )?,
-            admin_auth_failures: {
-                let c = IntCounter::new(
+            admin_auth_failures: register(
+                &registry,
+                IntCounter::new(
                     "petstore_admin_auth_failures_total",
                     "Admin API calls refused for a missing or wrong token, or throttled after too many.",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
+                )?,
+            )?,
             registry,
         };
         // Series with labels known at start exist from the first scrape, at
@@ -193,4 +186,10 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// `metric`, registered in `registry` (which keeps a handle on it).
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
