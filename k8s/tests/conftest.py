@@ -92,6 +92,7 @@ def pods_of(objs: list[dict]):
 def cluster_objects() -> list[dict]:
     """Cluster-wide objects applied by an admin: seccomp profiles, databases, the placeholder."""
     objs = load_all(K8S / "cluster" / "seccomp" / "seccompprofiles.yaml") + load_all(K8S / "cluster" / "overprovisioning.yaml")
+    objs += render(K8S / "cluster" / "dashboards")
     for env in ["staging", "production"]:
         objs += load_all(K8S / "cluster" / "rds" / f"{env}.yaml")
     return objs

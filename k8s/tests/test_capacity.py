@@ -57,6 +57,12 @@ def dig(values: dict, path):
     return values
 
 
+def addon_pod_requests(values: dict, paths) -> tuple[int, int]:
+    """A pod's requests: one resources path, or a list, one per container."""
+    each = [requests(dig(values, p)) for p in (paths if isinstance(paths, list) else [paths])]
+    return sum(c for c, _ in each), sum(m for _, m in each)
+
+
 def pod_requests(pod: dict) -> tuple[int, int]:
     main = [requests(c.get("resources")) for c in pod["containers"]]
     init = [requests(c.get("resources")) for c in pod.get("initContainers", [])]
@@ -80,7 +86,7 @@ def workloads(rendered) -> dict[str, list[tuple[str, int, int]]]:
         for w in addon["pods"]:
             if w["kind"] == "DaemonSet":
                 continue
-            cpu, mem = requests(dig(values, w["resources"]))
+            cpu, mem = addon_pod_requests(values, w["resources"])
             assert cpu and mem, f"{addon['name']}/{w['name']} has no requests: the scheduler would pack it blind"
             groups["nonproduction"] += [(f"{addon['name']}/{w['name']}", cpu, mem)] * int(dig(values, w["replicas"]))
     for env, objs in rendered.items():
@@ -105,7 +111,7 @@ def daemonsets() -> list[tuple[str, int, int]]:
         values = chart_values(addon)
         for w in addon["pods"]:
             if w["kind"] == "DaemonSet":
-                ds.append((f"{addon['name']}/{w['name']}", *requests(dig(values, w["resources"]))))
+                ds.append((f"{addon['name']}/{w['name']}", *addon_pod_requests(values, w["resources"])))
     return ds
 
 

@@ -61,6 +61,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     closing: impl Future<Output = ()>,
 ) {
+    metrics.known_listener(name);
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
     let open = Arc::new(OpenConnections::default());
     let (close_all, close_signal) = watch::channel(false);

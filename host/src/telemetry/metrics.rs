@@ -177,6 +177,15 @@ impl Metrics {
         self.instantiation.with_label_values(&[component]);
     }
 
+    /// Make the series of the listener `name` exist, at zero, from its start.
+    pub fn known_listener(&self, name: &str) {
+        self.http_connections_open.with_label_values(&[name]);
+        self.http_connection_cap_reached.with_label_values(&[name]);
+        for reason in ["header_timeout", "idle_timeout", "reclaimed"] {
+            self.http_connections_closed.with_label_values(&[name, reason]);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
