@@ -39,6 +39,7 @@ test_modules!(
     slow_clients,
     startup,
     swap,
+    traces,
 );
 
 #[test]

@@ -52,14 +52,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::no_error_backtraces();
-    let Ok(config) = Config::from_env().map_err(|err| eprintln!("petstore: {err}")) else {
-        return ExitCode::from(2);
-    };
-    // The service logs to stdout at LOG_LEVEL; the commands print their own
-    // outcome, so their log shows only warnings, on stderr.
+    // The service logs to stdout at LOG_LEVEL, and traces; the commands print
+    // their own outcome, so their log shows only warnings, on stderr.
     let serve = matches!(command, Command::Serve);
-    let _log_flush =
-        if serve { logging::init(&config.log_level, Output::Stdout) } else { logging::init("warn", Output::Stderr) };
+    let start = Config::from_env().map_err(|err| err.to_string()).and_then(|config| {
+        let (level, out) = if serve { (&*config.log_level, Output::Stdout) } else { ("warn", Output::Stderr) };
+        Ok((logging::init(level, out, serve).map_err(|err| format!("traces: {err}"))?, config))
+    });
+    let Ok((_flush, config)) = start.map_err(|err| eprintln!("petstore: {err}")) else { return ExitCode::from(2) };
     let result = match command {
         Command::Serve => run_async(async { server::Service::build(config).await?.serve().await }),
         Command::Compile => precompile::run(&config),

@@ -374,7 +374,7 @@ def test_staging_and_production_read_their_secrets_from_their_own_prefix(rendere
 
 
 def documented_metrics() -> set[str]:
-    return set(re.findall(r"^\| `([a-z_]+)` \|", (ROOT / "docs" / "metrics.md").read_text(), re.M))
+    return set(re.findall(r"^\| `([a-z_]+)` \|", (ROOT / "docs" / "observability.md").read_text(), re.M))
 
 
 def rules(objs: list[dict]) -> list[dict]:
@@ -389,7 +389,7 @@ def test_alerts_use_the_documented_metric_names_and_thresholds(rendered):
     documented = documented_metrics() | {"kube_pod_container_status_restarts_total"}
     for alert in by_name.values():
         for metric in re.findall(r"\b((?:petstore|process|kube)_[a-z_]+?)(?:_bucket)?\b", alert["expr"]):
-            assert metric in documented, f"{alert['alert']} uses {metric}, not in docs/metrics.md"
+            assert metric in documented, f"{alert['alert']} uses {metric}, not in docs/observability.md"
     assert "> 0.01" in by_name["PetstoreHighErrorRate"]["expr"]
     assert "histogram_quantile(0.95" in by_name["PetstoreHighLatencyP95"]["expr"] and "> 0.5" in by_name["PetstoreHighLatencyP95"]["expr"]
     # The CPU and memory alerts divide by the container's limits: keep them in step.

@@ -6,20 +6,38 @@
 use std::future::Future;
 use std::time::Instant;
 
+use tracing::Instrument;
+use tracing::field::Empty;
 use wasmtime::component::Resource;
 
 use super::RequestState;
 use super::bindings::petstore::api::database::{Error, Host, HostTransaction, RowSet, Value};
 use crate::storage::{self, DbError, Transaction};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, traces};
 
 /// Open transactions one request may hold; each pins a pooled connection.
 pub const MAX_OPEN_TRANSACTIONS: usize = 2;
 
-/// Run a database call and record its duration under `operation`.
-async fn timed<T>(metrics: &Metrics, operation: &str, call: impl Future<Output = T>) -> T {
+/// Run a database call: its duration recorded under `operation`, in a
+/// trace span named by the statement's operation and table (never values).
+async fn timed<T>(metrics: &Metrics, operation: &str, sql: Option<&str>, call: impl Future<Output = T>) -> T {
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "statement",
+        otel.name = Empty,
+        otel.kind = "client",
+        db.operation.name = Empty,
+        db.collection.name = Empty,
+        petstore.call = operation,
+    );
+    if !span.is_disabled() {
+        let (statement, table) = sql.map_or_else(|| (operation.to_ascii_uppercase(), None), traces::statement_summary);
+        span.record("otel.name", table.as_ref().map_or_else(|| statement.clone(), |t| format!("{statement} {t}")));
+        span.record("db.operation.name", statement);
+        span.record("db.collection.name", table);
+    }
     let started = Instant::now();
-    let result = call.await;
+    let result = call.instrument(span).await;
     metrics.db_duration.with_label_values(&[operation]).observe(started.elapsed().as_secs_f64());
     result
 }
@@ -41,7 +59,9 @@ impl RequestState {
 impl Host for RequestState {
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
         let (shared, caller) = (self.shared.clone(), self.caller());
-        let rows = timed(&shared.metrics, "query", shared.database.query_as(&caller, &sql, to_storage(params))).await;
+        let rows =
+            timed(&shared.metrics, "query", Some(&sql), shared.database.query_as(&caller, &sql, to_storage(params)))
+                .await;
         // Outside a transaction a statement commits by itself: unless it is a
         // plain SELECT, assume it wrote.
         self.outcome.record(&rows, !storage::is_select(&sql));
@@ -50,8 +70,13 @@ impl Host for RequestState {
 
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, Error> {
         let (shared, caller) = (self.shared.clone(), self.caller());
-        let affected =
-            timed(&shared.metrics, "execute", shared.database.execute_as(&caller, &sql, to_storage(params))).await;
+        let affected = timed(
+            &shared.metrics,
+            "execute",
+            Some(&sql),
+            shared.database.execute_as(&caller, &sql, to_storage(params)),
+        )
+        .await;
         self.outcome.record(&affected, true);
         self.checked(affected)
     }
@@ -63,7 +88,7 @@ impl HostTransaction for RequestState {
             return Err(Error::Other(format!("at most {MAX_OPEN_TRANSACTIONS} transactions may be open at once")));
         }
         let (shared, caller) = (self.shared.clone(), self.caller());
-        let tx = timed(&shared.metrics, "begin", shared.database.begin_as(caller)).await;
+        let tx = timed(&shared.metrics, "begin", None, shared.database.begin_as(caller)).await;
         self.outcome.record(&tx, false);
         let tx = self.checked(tx)?;
         let handle = self.table.push(tx).map_err(|e| Error::Other(e.to_string()))?;
@@ -74,7 +99,7 @@ impl HostTransaction for RequestState {
     async fn query(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
         let shared = self.shared.clone();
         let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
-        let rows = timed(&shared.metrics, "query", tx.query(&sql, to_storage(params))).await;
+        let rows = timed(&shared.metrics, "query", Some(&sql), tx.query(&sql, to_storage(params))).await;
         self.outcome.record(&rows, false);
         self.checked(rows).map(to_wit)
     }
@@ -82,7 +107,7 @@ impl HostTransaction for RequestState {
     async fn execute(&mut self, tx: Resource<Transaction>, sql: String, params: Vec<Value>) -> Result<u64, Error> {
         let shared = self.shared.clone();
         let tx = self.table.get_mut(&tx).map_err(|e| Error::Other(e.to_string()))?;
-        let affected = timed(&shared.metrics, "execute", tx.execute(&sql, to_storage(params))).await;
+        let affected = timed(&shared.metrics, "execute", Some(&sql), tx.execute(&sql, to_storage(params))).await;
         self.outcome.record(&affected, false);
         self.checked(affected)
     }
@@ -90,7 +115,7 @@ impl HostTransaction for RequestState {
     async fn commit(&mut self, tx: Resource<Transaction>) -> Result<(), Error> {
         let tx = self.table.delete(tx).map_err(|e| Error::Other(e.to_string()))?;
         self.open_transactions -= 1;
-        let committed = timed(&self.shared.clone().metrics, "commit", tx.commit()).await;
+        let committed = timed(&self.shared.clone().metrics, "commit", None, tx.commit()).await;
         self.outcome.record(&committed, true);
         self.checked(committed)
     }

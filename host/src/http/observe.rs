@@ -1,5 +1,6 @@
-//! One JSON log line and the RED metrics per request: request id, method,
-//! route, status, latency and the component that answered.
+//! One JSON log line, the RED metrics and the edge's trace span per request:
+//! request id, trace id, method, route, status, latency and the component
+//! that answered.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,8 +10,11 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::Method;
 
+use tracing::Instrument;
+use tracing::field::Empty;
+
 use super::request_id::X_REQUEST_ID;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, traces};
 
 /// Set on a response by whoever answered it: the route template (bounded
 /// cardinality, unlike the path) and the component, if one ran.
@@ -49,7 +53,21 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Ne
     let method = method_label(req.method());
     let path = req.uri().path().to_owned();
     let request_id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let resp = next.run(req).await;
+    // The edge's span: the root of this request's trace, or the child of the
+    // client's (traceparent); named by the route once it is known.
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "request",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = method,
+        url.path = %path,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        request_id = %request_id,
+    );
+    traces::continue_trace(&span, req.headers());
+    let resp = next.run(req).instrument(span.clone()).await;
     in_flight.answered = true;
     let elapsed = start.elapsed().as_secs_f64();
     let answered = resp.extensions().get::<Answered>();
@@ -62,9 +80,18 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Ne
     if status.is_server_error() {
         metrics.http_errors.with_label_values(&[route, method, status_label]).inc();
     }
+    if !span.is_disabled() {
+        traces::rename(&span, format!("{method} {route}"));
+        span.record("http.route", route);
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     tracing::info!(
         target: "access",
         request_id,
+        trace_id = traces::trace_id(&span),
         method,
         path,
         route,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use thiserror::Error;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
@@ -27,7 +28,7 @@ use warm::{Instance, WarmInstances};
 
 use crate::host_api::bindings::exports::petstore::api::handler::{Request, Response};
 use crate::host_api::{self, RequestState, Shared};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, traces};
 
 /// Epoch ticks (of `engine::EPOCH_TICK`) a guest runs before it starts
 /// yielding at every tick.
@@ -239,7 +240,14 @@ impl Runtime {
             let response = instance.handler.petstore_api_handler().call_handle(&mut instance.store, request).await?;
             Ok::<_, wasmtime::Error>((response, instance))
         };
-        match tokio::time::timeout_at(deadline, run).await {
+        let span = tracing::info_span!(
+            target: traces::TARGET,
+            "component",
+            otel.name = format!("component {name}"),
+            petstore.component = name,
+            petstore.component.digest = &*component.digest,
+        );
+        match tokio::time::timeout_at(deadline, run.instrument(span)).await {
             Err(_) => {
                 self.metrics.timeouts.with_label_values(&[name]).inc();
                 Err(InvokeError::Timeout)

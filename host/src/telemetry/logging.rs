@@ -1,6 +1,13 @@
-//! JSON log lines on stdout via tracing, filtered by `LOG_LEVEL`.
+//! JSON log lines on stdout via tracing, filtered by `LOG_LEVEL`, and the
+//! OpenTelemetry layer beside them when traces are exported.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use super::traces;
 
 /// Where log lines go: the service logs to stdout (what container runtimes
 /// collect); command-line tools log to stderr, keeping stdout for data.
@@ -10,31 +17,52 @@ pub enum Output {
     Stderr,
 }
 
-/// Install the global JSON subscriber. Fields sit at the top level of each
-/// line, so log shippers index `request_id`, `status`, … directly.
-pub fn init(level: &str, output: Output) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// Keeps the log writer and the trace exporter alive; dropping it writes
+/// what is buffered and sends the spans not sent yet.
+pub struct Flush {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take()
+            && let Err(err) = provider.shutdown()
+        {
+            tracing::warn!(error = %err, "traces not all sent at exit");
+        }
+    }
+}
+
+/// Install the global subscriber: JSON lines at `level`, fields at the top
+/// level of each line (log shippers index `request_id`, `status`, …
+/// directly), and, when `traced` and the environment names an exporter,
+/// OpenTelemetry spans.
+pub fn init(level: &str, output: Output, traced: bool) -> Result<Flush, opentelemetry_otlp::ExporterBuildError> {
+    let traces = if traced { traces::provider_from_env()? } else { None };
     // sqlx reports PostgreSQL's harmless NOTICEs ("… already exists,
-    // skipping") at info: keep them out unless asked for by name.
+    // skipping") at info: keep them out unless asked for by name. Spans
+    // for traces are never log lines.
+    let quiet = format!("sqlx::postgres::notice=warn,{}=off", traces::TARGET);
     let filter =
-        EnvFilter::try_new(format!("sqlx::postgres::notice=warn,{level}")).unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt()
+        EnvFilter::try_new(format!("{quiet},{level}")).unwrap_or_else(|_| EnvFilter::new(format!("{quiet},info")));
+    let (writer, guard) = match output {
+        Output::Stdout => {
+            let (writer, guard) =
+                tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
+            (BoxMakeWriter::new(writer), Some(guard))
+        }
+        Output::Stderr => (BoxMakeWriter::new(std::io::stderr), None),
+    };
+    let lines = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_env_filter(filter);
-    match output {
-        Output::Stdout => {
-            let (writer, guard) =
-                tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
-            subscriber.with_writer(writer).init();
-            Some(guard)
-        }
-        Output::Stderr => {
-            subscriber.with_writer(std::io::stderr).init();
-            None
-        }
-    }
+        .with_writer(writer)
+        .with_filter(filter);
+    tracing_subscriber::registry().with(lines).with(traces.as_ref().map(traces::layer)).init();
+    Ok(Flush { _writer: guard, traces })
 }
 
 /// Errors that carry a backtrace (anyhow, wasmtime traps) would capture and

@@ -1,5 +1,5 @@
 //! The host's Prometheus metrics, one registry per process. The names are
-//! the contract in docs/metrics.md, which the alerts in k8s/ rely on.
+//! the contract in docs/observability.md, which the alerts in k8s/ rely on.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,

@@ -1,7 +1,8 @@
-//! Telemetry used by every layer: JSON logs and Prometheus metrics. It
-//! depends on no other module of the host.
+//! Telemetry used by every layer: JSON logs, Prometheus metrics and
+//! OpenTelemetry traces. It depends on no other module of the host.
 
 pub mod logging;
 mod metrics;
+pub mod traces;
 
 pub use metrics::Metrics;
