@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import K8S, UPSTREAM, addons, chart_values, cluster_config, one
+from conftest import K8S, UPSTREAM, addons, chart_values, cluster_config, merge, one
 
 # Sub-charts whose defaults live in their own chart, not in the parent's values.
 SUBCHARTS = {"kube-prometheus-stack": {"kube-state-metrics", "prometheus-node-exporter", "grafana"}}
@@ -34,7 +34,13 @@ def unknown_keys(ours, defaults, path="", freeform=frozenset()):
 def test_our_values_set_only_options_the_pinned_chart_has(addon):
     defaults = yaml.safe_load((UPSTREAM / addon["name"] / "values.yaml").read_text())
     ours = yaml.safe_load((K8S / "cluster" / "addons" / addon["values"]).read_text())
-    skip = SUBCHARTS.get(addon["name"], set())
+    # A sub-chart whose defaults are vendored is checked against them (and
+    # what the parent passes it); the others are not checked.
+    vendored = addon["upstream"].get("subcharts", {})
+    for name in vendored:
+        sub = yaml.safe_load((UPSTREAM / addon["name"] / f"{name}-values.yaml").read_text())
+        defaults[name] = merge(sub, defaults.get(name) or {})
+    skip = SUBCHARTS.get(addon["name"], set()) - set(vendored)
     bad = unknown_keys({k: v for k, v in ours.items() if k not in skip}, defaults, freeform=FREEFORM.get(addon["name"], set()))
     assert not bad, f"{addon['name']} {addon['chart']['version']} has no {bad}"
     source = (UPSTREAM / addon["name"] / "SOURCE").read_text()
