@@ -19,10 +19,77 @@ pub const SPECIES_MAX: usize = 50;
 pub const TAG_MAX: usize = 30;
 /// Tags per pet, all distinct (case-sensitive).
 pub const TAGS_MAX: usize = 10;
-/// A pet's status; the first is the default.
-pub const PET_STATUSES: [&str; 3] = ["available", "pending", "sold"];
+/// A pet's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PetStatus {
+    Available,
+    Pending,
+    Sold,
+}
+
+impl PetStatus {
+    /// Every status; the first is the default.
+    pub const ALL: [PetStatus; 3] = [PetStatus::Available, PetStatus::Pending, PetStatus::Sold];
+
+    /// As the API and the database write it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PetStatus::Available => "available",
+            PetStatus::Pending => "pending",
+            PetStatus::Sold => "sold",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PetStatus> {
+        PetStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl From<PetStatus> for &'static str {
+    fn from(status: PetStatus) -> &'static str {
+        status.as_str()
+    }
+}
+
+/// [`PetStatus::ALL`] as written.
+pub const PET_STATUSES: [&str; 3] =
+    [PetStatus::ALL[0].as_str(), PetStatus::ALL[1].as_str(), PetStatus::ALL[2].as_str()];
+
 /// An order's status, in the only order it may move (skipping is allowed).
-pub const ORDER_STATUSES: [&str; 3] = ["placed", "approved", "delivered"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OrderStatus {
+    Placed,
+    Approved,
+    Delivered,
+}
+
+impl OrderStatus {
+    /// Every status, in their order; a new order starts at the first.
+    pub const ALL: [OrderStatus; 3] = [OrderStatus::Placed, OrderStatus::Approved, OrderStatus::Delivered];
+
+    /// As the API and the database write it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Placed => "placed",
+            OrderStatus::Approved => "approved",
+            OrderStatus::Delivered => "delivered",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<OrderStatus> {
+        OrderStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl From<OrderStatus> for &'static str {
+    fn from(status: OrderStatus) -> &'static str {
+        status.as_str()
+    }
+}
+
+/// [`OrderStatus::ALL`] as written.
+pub const ORDER_STATUSES: [&str; 3] =
+    [OrderStatus::ALL[0].as_str(), OrderStatus::ALL[1].as_str(), OrderStatus::ALL[2].as_str()];
 /// Items in one order.
 pub const QUANTITY: RangeInclusive<i64> = 1..=100;
 /// The quantity of an order that names none.
@@ -106,11 +173,6 @@ pub fn text(text: &str, max: usize, padding: Padding) -> Result<&str, TextError>
     Ok(trimmed)
 }
 
-/// Where `status` stands in [`ORDER_STATUSES`], if it is one.
-pub fn order_rank(status: &str) -> Option<usize> {
-    ORDER_STATUSES.iter().position(|s| *s == status)
-}
-
 /// Whether `s` is a time as the service writes them: `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn is_timestamp(s: &str) -> bool {
     // A digit where the pattern has `d`, that very character elsewhere.
@@ -141,9 +203,11 @@ mod tests {
     }
 
     #[test]
-    fn order_statuses_rank_in_their_order() {
-        assert_eq!(ORDER_STATUSES.map(order_rank), [Some(0), Some(1), Some(2)]);
-        assert_eq!(order_rank("shipped"), None);
+    fn statuses_are_read_as_written_and_orders_rank_in_their_order() {
+        assert_eq!(ORDER_STATUSES.map(OrderStatus::parse), OrderStatus::ALL.map(Some));
+        assert_eq!(PET_STATUSES.map(PetStatus::parse), PetStatus::ALL.map(Some));
+        assert_eq!((OrderStatus::parse("shipped"), PetStatus::parse("Sold")), (None, None));
+        assert!(OrderStatus::Placed < OrderStatus::Approved && OrderStatus::Approved < OrderStatus::Delivered);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! reads the winner's committed result to say why it lost (404 or 409).
 
 use petstore_guest::db::{self, Db, FromRow, Row, Sql, Value};
-use petstore_guest::model::{DEFAULT_QUANTITY, ORDER_STATUSES, Order, QUANTITY, order_rank};
+use petstore_guest::model::{DEFAULT_QUANTITY, ORDER_STATUSES, Order, OrderStatus, PetStatus, QUANTITY};
 use petstore_guest::paging::{self, Filters};
 use petstore_guest::records::ORDER_COLUMNS;
 use petstore_guest::validate::{self, Presence, Validator};
@@ -59,7 +59,7 @@ fn get(id: i64) -> Result<Response, ApiError> {
 
 fn list(req: &Request) -> Result<Response, ApiError> {
     let status = req.query("status")?;
-    if status.is_some_and(|s| order_rank(s).is_none()) {
+    if status.is_some_and(|s| OrderStatus::parse(s).is_none()) {
         return Err(ApiError::invalid_parameter("status", format!("must be one of: {}", ORDER_STATUSES.join(", "))));
     }
     paging::list::<Order>(req, "orders", ORDER_COLUMNS, Filters::new().equal("status", status))
@@ -77,8 +77,8 @@ fn place(req: &Request) -> Result<Response, ApiError> {
     let now = petstore_guest::time::now_rfc3339();
     let tx = db::begin()?;
     let claimed = tx.run(
-        "UPDATE pets SET status = 'pending', updated_at = $2 WHERE id = $1 AND status = 'available'",
-        &[Value::Integer(pet_id), Value::Text(now.clone())],
+        "UPDATE pets SET status = $3, updated_at = $2 WHERE id = $1 AND status = $4",
+        &[Value::Integer(pet_id), Value::Text(now.clone()), text(PetStatus::Pending), text(PetStatus::Available)],
     )?;
     if claimed == 0 {
         let pet = tx.rows("SELECT 1 FROM pets WHERE id = $1", &[Value::Integer(pet_id)])?;
@@ -93,7 +93,7 @@ fn place(req: &Request) -> Result<Response, ApiError> {
         &[
             Value::Integer(pet_id),
             Value::Integer(quantity.unwrap_or(DEFAULT_QUANTITY)),
-            Value::Text(ORDER_STATUSES[0].into()),
+            Value::Text(OrderStatus::Placed.as_str().into()),
             Value::Text(now),
         ],
     )?;
@@ -107,18 +107,18 @@ fn advance(req: &Request, id: i64) -> Result<Response, ApiError> {
     let body = req.json_object()?;
     let mut v = Validator::new();
     let status = v.one_of(&body, "status", &ORDER_STATUSES, Presence::Required);
-    let (status, rank) = v.finish_with(status.and_then(|s| order_rank(&s).map(|rank| (s, rank))))?;
-    let earlier = &ORDER_STATUSES[..rank];
+    let status = v.finish_with(status.and_then(|s| OrderStatus::parse(&s)))?;
+    let earlier: Vec<OrderStatus> = OrderStatus::ALL.into_iter().filter(|s| *s < status).collect();
     if earlier.is_empty() {
         // Nothing moves forward to the first status: only the reason differs.
         let order = fetch(&Db, id)?.ok_or_else(|| ApiError::not_found("order"))?;
-        return Err(backwards(&order.status, &status));
+        return Err(backwards(&order.status, status.as_str()));
     }
 
     let tx = db::begin()?;
     let now = petstore_guest::time::now_rfc3339();
-    let mut params = vec![Value::Integer(id), Value::Text(status.clone()), Value::Text(now.clone())];
-    params.extend(earlier.iter().map(|s| Value::Text(s.to_string())));
+    let mut params = vec![Value::Integer(id), text(status), Value::Text(now.clone())];
+    params.extend(earlier.iter().map(|s| text(*s)));
     let updated: Option<Order> = tx.optional(
         &format!(
             "UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1 AND status IN ({}) RETURNING {ORDER_COLUMNS}",
@@ -129,14 +129,14 @@ fn advance(req: &Request, id: i64) -> Result<Response, ApiError> {
     let Some(updated) = updated else {
         // Lost: the order is gone, or already at or past `status`.
         let order = fetch(&tx, id)?.ok_or_else(|| ApiError::not_found("order"))?;
-        return Err(backwards(&order.status, &status));
+        return Err(backwards(&order.status, status.as_str()));
     };
-    if status == "delivered"
+    if status == OrderStatus::Delivered
         && let Some(pet_id) = updated.pet_id
     {
         tx.run(
-            "UPDATE pets SET status = 'sold', updated_at = $2 WHERE id = $1",
-            &[Value::Integer(pet_id), Value::Text(now)],
+            "UPDATE pets SET status = $3, updated_at = $2 WHERE id = $1",
+            &[Value::Integer(pet_id), Value::Text(now), text(PetStatus::Sold)],
         )?;
     }
     db::commit(tx)?;
@@ -163,8 +163,8 @@ impl FromRow for RemovedOrder {
 fn cancel(id: i64) -> Result<Response, ApiError> {
     let tx = db::begin()?;
     let removed: Option<RemovedOrder> = tx.optional(
-        "DELETE FROM orders WHERE id = $1 AND status <> 'delivered' RETURNING pet_id",
-        &[Value::Integer(id)],
+        "DELETE FROM orders WHERE id = $1 AND status <> $2 RETURNING pet_id",
+        &[Value::Integer(id), text(OrderStatus::Delivered)],
     )?;
     let Some(removed) = removed else {
         // Lost: the order is gone (cancelled meanwhile) or delivered.
@@ -175,8 +175,8 @@ fn cancel(id: i64) -> Result<Response, ApiError> {
     };
     if let Some(pet_id) = removed.pet_id {
         tx.run(
-            "UPDATE pets SET status = 'available', updated_at = $2 WHERE id = $1",
-            &[Value::Integer(pet_id), Value::Text(petstore_guest::time::now_rfc3339())],
+            "UPDATE pets SET status = $3, updated_at = $2 WHERE id = $1",
+            &[Value::Integer(pet_id), Value::Text(petstore_guest::time::now_rfc3339()), text(PetStatus::Available)],
         )?;
     }
     db::commit(tx)?;
@@ -202,12 +202,17 @@ impl FromRow for StatusCount {
 fn inventory() -> Result<Response, ApiError> {
     let mut inv = Inventory::default();
     for StatusCount(status, count) in Db.all("SELECT status, COUNT(*) FROM pets GROUP BY status", &[])? {
-        match status.as_str() {
-            "available" => inv.available = count,
-            "pending" => inv.pending = count,
-            "sold" => inv.sold = count,
-            _ => {}
+        match PetStatus::parse(&status) {
+            Some(PetStatus::Available) => inv.available = count,
+            Some(PetStatus::Pending) => inv.pending = count,
+            Some(PetStatus::Sold) => inv.sold = count,
+            None => {}
         }
     }
     Ok(Response::json(200, &inv))
+}
+
+/// A status as a statement's parameter.
+fn text(status: impl Into<&'static str>) -> Value {
+    Value::Text(status.into().to_string())
 }

@@ -5,7 +5,7 @@
 //! a trigger keeps in step (migration 0003): writing a pet is one statement.
 
 use petstore_guest::db::{self, Db, Sql, Value};
-use petstore_guest::model::{NAME_MAX, PET_STATUSES, Pet, SPECIES_MAX, TAG_MAX, TAGS_MAX};
+use petstore_guest::model::{NAME_MAX, OrderStatus, PET_STATUSES, Pet, PetStatus, SPECIES_MAX, TAG_MAX, TAGS_MAX};
 use petstore_guest::paging::{self, Filters};
 use petstore_guest::records::PET_COLUMNS;
 use petstore_guest::validate::{self, Padding, Presence, Validator};
@@ -56,7 +56,7 @@ impl PetFields {
         let tags = tags(&mut v, obj.get("tags"));
         let status = v.one_of(obj, "status", &PET_STATUSES, Presence::Optional);
         let ((name, species), tags) = v.finish_with(name.zip(species).zip(tags))?;
-        let status = status.unwrap_or_else(|| PET_STATUSES[0].to_string());
+        let status = status.unwrap_or_else(|| PetStatus::Available.as_str().to_string());
         Ok(PetFields { name, species, tags, status })
     }
 }
@@ -207,8 +207,8 @@ fn delete(id: i64) -> Result<Response, ApiError> {
         return Err(ApiError::not_found("pet"));
     }
     let deleted = tx.run(
-        "DELETE FROM pets WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.pet_id = $1 AND o.status <> 'delivered')",
-        &[Value::Integer(id)],
+        "DELETE FROM pets WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.pet_id = $1 AND o.status <> $2)",
+        &[Value::Integer(id), Value::Text(OrderStatus::Delivered.as_str().into())],
     )?;
     if deleted == 0 {
         return Err(ApiError::Conflict("the pet has an order that is not delivered".into()));

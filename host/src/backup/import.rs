@@ -133,7 +133,7 @@ impl Loader {
             stored_text(tag, model::TAG_MAX, Padding::Refused, "tag")?;
             check(seen.insert(tag), "duplicate tag")?;
         }
-        check(model::PET_STATUSES.contains(&pet.status.as_str()), "pet status is not available, pending or sold")?;
+        check(model::PetStatus::parse(&pet.status).is_some(), "pet status is not available, pending or sold")?;
         check_times(&pet.created_at, &pet.updated_at)?;
         // The tags' index (pet_tags) follows by trigger.
         let tags_json = serde_json::to_string(&pet.tags).map_err(|e| Problem::Invalid(e.to_string()))?;
@@ -152,7 +152,7 @@ impl Loader {
 
     fn add_order(&mut self, order: Order) -> Result<(), Problem> {
         check(model::QUANTITY.contains(&order.quantity), "quantity must be 1 to 100")?;
-        check(model::order_rank(&order.status).is_some(), "order status is not placed, approved or delivered")?;
+        check(model::OrderStatus::parse(&order.status).is_some(), "order status is not placed, approved or delivered")?;
         check_times(&order.created_at, &order.updated_at)?;
         self.order_rows.push(vec![
             Value::Integer(order.id),
