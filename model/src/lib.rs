@@ -101,6 +101,18 @@ pub const PET_COLUMNS: &str = "id, name, species, tags, status, created_at, upda
 /// The columns of an order's row (table `orders`), likewise.
 pub const ORDER_COLUMNS: &str = "id, pet_id, quantity, status, created_at, updated_at";
 
+/// A row's columns, read by position: what the host's storage and the
+/// handlers' database interface each give, so that a row becomes a record
+/// in one place ([`Pet::from_row`], [`Order::from_row`]).
+pub trait Columns {
+    type Error;
+    fn int(&self, i: usize) -> Result<i64, Self::Error>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, Self::Error>;
+    fn text(&self, i: usize) -> Result<String, Self::Error>;
+    /// A pet's tags, stored as a JSON array in the client's order.
+    fn tags(&self, i: usize) -> Result<Vec<String>, Self::Error>;
+}
+
 /// A pet as stored and answered.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields))]
@@ -125,6 +137,35 @@ pub struct Order {
     pub status: String,
     pub created_at: String,
     pub updated_at: String,
+}
+
+impl Pet {
+    /// A row of [`PET_COLUMNS`].
+    pub fn from_row<C: Columns>(row: &C) -> Result<Pet, C::Error> {
+        Ok(Pet {
+            id: row.int(0)?,
+            name: row.text(1)?,
+            species: row.text(2)?,
+            tags: row.tags(3)?,
+            status: row.text(4)?,
+            created_at: row.text(5)?,
+            updated_at: row.text(6)?,
+        })
+    }
+}
+
+impl Order {
+    /// A row of [`ORDER_COLUMNS`].
+    pub fn from_row<C: Columns>(row: &C) -> Result<Order, C::Error> {
+        Ok(Order {
+            id: row.int(0)?,
+            pet_id: row.opt_int(1)?,
+            quantity: row.int(2)?,
+            status: row.text(3)?,
+            created_at: row.text(4)?,
+            updated_at: row.text(5)?,
+        })
+    }
 }
 
 /// What surrounding white space does to a text value.

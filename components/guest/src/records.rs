@@ -1,6 +1,6 @@
-//! Pets and orders as the handlers read them from rows: the columns each
-//! query selects, in order, and the [`FromRow`] that reads them. The records
-//! themselves, and their rules, are `petstore_model`'s.
+//! Pets and orders as the handlers read them from rows. The records, their
+//! columns and how a row becomes one are `petstore_model`'s; this is the
+//! handlers' side of reading a row.
 
 pub use petstore_model::{ORDER_COLUMNS, PET_COLUMNS};
 use petstore_model::{Order, Pet};
@@ -8,30 +8,34 @@ use petstore_model::{Order, Pet};
 use crate::db::{FromRow, Row};
 use crate::error::ApiError;
 
+impl petstore_model::Columns for Row<'_> {
+    type Error = ApiError;
+
+    fn int(&self, i: usize) -> Result<i64, ApiError> {
+        Row::int(self, i)
+    }
+
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, ApiError> {
+        Row::opt_int(self, i)
+    }
+
+    fn text(&self, i: usize) -> Result<String, ApiError> {
+        Row::text(self, i)
+    }
+
+    fn tags(&self, i: usize) -> Result<Vec<String>, ApiError> {
+        serde_json::from_str(&Row::text(self, i)?).map_err(|_| ApiError::Internal)
+    }
+}
+
 impl FromRow for Pet {
     fn from_row(row: Row<'_>) -> Result<Pet, ApiError> {
-        Ok(Pet {
-            id: row.int(0)?,
-            name: row.text(1)?,
-            species: row.text(2)?,
-            // Stored as a JSON array, in the client's order.
-            tags: serde_json::from_str(&row.text(3)?).map_err(|_| ApiError::Internal)?,
-            status: row.text(4)?,
-            created_at: row.text(5)?,
-            updated_at: row.text(6)?,
-        })
+        Pet::from_row(&row)
     }
 }
 
 impl FromRow for Order {
     fn from_row(row: Row<'_>) -> Result<Order, ApiError> {
-        Ok(Order {
-            id: row.int(0)?,
-            pet_id: row.opt_int(1)?,
-            quantity: row.int(2)?,
-            status: row.text(3)?,
-            created_at: row.text(4)?,
-            updated_at: row.text(5)?,
-        })
+        Order::from_row(&row)
     }
 }

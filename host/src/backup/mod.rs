@@ -20,12 +20,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use petstore_model::{ORDER_COLUMNS, Order, PET_COLUMNS, Pet};
+use petstore_model::{Columns, ORDER_COLUMNS, Order, PET_COLUMNS, Pet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::storage::column::{int, text};
+use crate::storage::column::{int, optional_int, text};
 use crate::storage::{ConnectOptions, Database, DbError, Transaction, Value};
 
 pub const FORMAT: &str = "petstore-backup";
@@ -143,28 +143,10 @@ pub async fn export(db: &Database, out: &mut impl Write, exported_at: &str) -> R
     let header = Header { format: FORMAT.into(), version: VERSION, exported_at: exported_at.into(), pets, orders };
     writeln!(out, "{}", json(&header))?;
     let progress = progress_bar((pets + orders) as u64, "exporting");
-    export_table(&mut tx, out, &progress, "pets", PET_COLUMNS, |row| {
-        let tags = serde_json::from_str(&text(row, 3)?).map_err(|e| DbError::Other(format!("stored tags: {e}")))?;
-        Ok(Record::Pet(Pet {
-            id: int(row, 0)?,
-            name: text(row, 1)?,
-            species: text(row, 2)?,
-            tags,
-            status: text(row, 4)?,
-            created_at: text(row, 5)?,
-            updated_at: text(row, 6)?,
-        }))
-    })
-    .await?;
+    export_table(&mut tx, out, &progress, "pets", PET_COLUMNS, |row| Ok(Record::Pet(Pet::from_row(&Stored(row))?)))
+        .await?;
     export_table(&mut tx, out, &progress, "orders", ORDER_COLUMNS, |row| {
-        Ok(Record::Order(Order {
-            id: int(row, 0)?,
-            pet_id: if row.get(1) == Some(&Value::Null) { None } else { Some(int(row, 1)?) },
-            quantity: int(row, 2)?,
-            status: text(row, 3)?,
-            created_at: text(row, 4)?,
-            updated_at: text(row, 5)?,
-        }))
+        Ok(Record::Order(Order::from_row(&Stored(row))?))
     })
     .await?;
     out.flush()?;
@@ -215,4 +197,27 @@ pub(crate) fn progress_bar(total: u64, what: &'static str) -> ProgressBar {
     }
     bar.set_message(what);
     bar
+}
+
+/// A stored row, read by the model into a record.
+struct Stored<'a>(&'a [Value]);
+
+impl Columns for Stored<'_> {
+    type Error = DbError;
+
+    fn int(&self, i: usize) -> Result<i64, DbError> {
+        int(self.0, i)
+    }
+
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        optional_int(self.0, i)
+    }
+
+    fn text(&self, i: usize) -> Result<String, DbError> {
+        text(self.0, i)
+    }
+
+    fn tags(&self, i: usize) -> Result<Vec<String>, DbError> {
+        serde_json::from_str(&text(self.0, i)?).map_err(|e| DbError::Other(format!("stored tags: {e}")))
+    }
 }
