@@ -47,6 +47,7 @@ impl Collector {
 
     fn server(&self) -> Server {
         Server::builder()
+            .with_misbehave()
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &self.url)
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
             .env("OTEL_BSP_SCHEDULE_DELAY", "50")
@@ -122,7 +123,7 @@ async fn a_request_continues_its_clients_trace_edge_to_component_to_statements()
 }
 
 #[tokio::test]
-async fn a_request_without_a_traceparent_starts_a_trace_and_errors_are_marked() {
+async fn a_request_without_a_traceparent_starts_a_trace_and_a_failed_one_is_marked_in_spans_and_logs() {
     let collector = Collector::start().await;
     let s = collector.server();
     let before = s.create_pet(&json!({"name": "Kept", "species": "cat"})).await;
@@ -139,4 +140,20 @@ async fn a_request_without_a_traceparent_starts_a_trace_and_errors_are_marked() 
     assert!(edge.get("parentSpanId").is_none_or(|p| p == ""), "a root span: {edge}");
     assert_eq!(attribute(edge, "http.response.status_code"), Some(&json!("404")));
     assert_eq!(s.get(&format!("/api/v1/pets/{before}")).await.status, 200, "what was written is still there");
+
+    // A request that fails: its edge span is an error, and the warning the
+    // host logs about it names its trace as the access line does.
+    assert_eq!(s.get("/api/v1/misbehave/trap").await.status, 500);
+    let (access, warning) = eventually("the lines of the trapped request", Duration::from_secs(5), || async {
+        let logs = s.logs();
+        let access = logs.iter().find(|l| l["message"] == "request" && l["path"] == "/api/v1/misbehave/trap")?;
+        let warning = logs.iter().find(|l| l["message"] == "component did not answer")?;
+        Some((access.clone(), warning.clone()))
+    })
+    .await;
+    let trace = access["trace_id"].as_str().expect("trace id").to_string();
+    assert_eq!(warning["trace_id"], trace.as_str());
+    let spans = collector.trace(&trace, "GET /api/v1/misbehave").await;
+    let [edge] = named(&spans, "GET /api/v1/misbehave")[..] else { panic!("one edge span: {spans:#?}") };
+    assert_eq!(edge["status"]["code"], 2, "STATUS_CODE_ERROR: {edge}");
 }

@@ -54,7 +54,8 @@ async fn run(app: &App, component: &str, req: Request) -> Result<Response, HttpE
         request_id,
     };
     let answer = app.runtime.invoke(&component, request).await.inspect_err(|err| {
-        tracing::warn!(component = &*component.name, error = %err, "component did not answer");
+        let trace_id = crate::telemetry::traces::current_trace_id();
+        tracing::warn!(component = &*component.name, trace_id, error = %err, "component did not answer");
     })?;
     into_http(&component.name, answer)
 }

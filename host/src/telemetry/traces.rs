@@ -87,6 +87,11 @@ pub fn trace_id(span: &Span) -> Option<String> {
     span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
 
+/// The trace of the span in which this runs, for a log line's `trace_id`.
+pub fn current_trace_id() -> Option<String> {
+    trace_id(&Span::current())
+}
+
 struct Headers<'a>(&'a http::HeaderMap);
 
 impl Extractor for Headers<'_> {
