@@ -19,77 +19,59 @@ pub const SPECIES_MAX: usize = 50;
 pub const TAG_MAX: usize = 30;
 /// Tags per pet, all distinct (case-sensitive).
 pub const TAGS_MAX: usize = 10;
-/// A pet's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PetStatus {
-    Available,
-    Pending,
-    Sold,
-}
-
-impl PetStatus {
-    /// Every status; the first is the default.
-    pub const ALL: [PetStatus; 3] = [PetStatus::Available, PetStatus::Pending, PetStatus::Sold];
-
-    /// As the API and the database write it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PetStatus::Available => "available",
-            PetStatus::Pending => "pending",
-            PetStatus::Sold => "sold",
+/// A closed set of statuses, each written as one word: the enum, every
+/// value in order (`ALL`), its text both ways, and the texts as an array.
+macro_rules! statuses {
+    ($(#[$doc:meta])* $name:ident, $texts:ident, $all_doc:literal: $($variant:ident = $text:literal),+ $(,)?) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum $name {
+            $($variant),+
         }
-    }
 
-    pub fn parse(text: &str) -> Option<PetStatus> {
-        PetStatus::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
+        impl $name {
+            #[doc = $all_doc]
+            pub const ALL: &[$name] = &[$($name::$variant),+];
 
-impl From<PetStatus> for &'static str {
-    fn from(status: PetStatus) -> &'static str {
-        status.as_str()
-    }
-}
+            /// As the API and the database write it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
 
-/// [`PetStatus::ALL`] as written.
-pub const PET_STATUSES: [&str; 3] =
-    [PetStatus::ALL[0].as_str(), PetStatus::ALL[1].as_str(), PetStatus::ALL[2].as_str()];
-
-/// An order's status, in the only order it may move (skipping is allowed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum OrderStatus {
-    Placed,
-    Approved,
-    Delivered,
-}
-
-impl OrderStatus {
-    /// Every status, in their order; a new order starts at the first.
-    pub const ALL: [OrderStatus; 3] = [OrderStatus::Placed, OrderStatus::Approved, OrderStatus::Delivered];
-
-    /// As the API and the database write it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Placed => "placed",
-            OrderStatus::Approved => "approved",
-            OrderStatus::Delivered => "delivered",
+            pub fn parse(text: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|s| s.as_str() == text)
+            }
         }
-    }
 
-    pub fn parse(text: &str) -> Option<OrderStatus> {
-        OrderStatus::ALL.into_iter().find(|s| s.as_str() == text)
-    }
+        impl From<$name> for &'static str {
+            fn from(status: $name) -> &'static str {
+                status.as_str()
+            }
+        }
+
+        #[doc = concat!("[`", stringify!($name), "::ALL`] as written.")]
+        pub const $texts: &[&str] = &[$($text),+];
+    };
 }
 
-impl From<OrderStatus> for &'static str {
-    fn from(status: OrderStatus) -> &'static str {
-        status.as_str()
-    }
-}
+statuses!(
+    /// A pet's status.
+    PetStatus, PET_STATUSES, "Every status; the first is the default.":
+    Available = "available",
+    Pending = "pending",
+    Sold = "sold",
+);
 
-/// [`OrderStatus::ALL`] as written.
-pub const ORDER_STATUSES: [&str; 3] =
-    [OrderStatus::ALL[0].as_str(), OrderStatus::ALL[1].as_str(), OrderStatus::ALL[2].as_str()];
+statuses!(
+    /// An order's status, in the only order it may move (skipping is allowed).
+    OrderStatus, ORDER_STATUSES, "Every status, in their order; a new order starts at the first.":
+    Placed = "placed",
+    Approved = "approved",
+    Delivered = "delivered",
+);
+
 /// Items in one order.
 pub const QUANTITY: RangeInclusive<i64> = 1..=100;
 /// The quantity of an order that names none.
@@ -245,8 +227,10 @@ mod tests {
 
     #[test]
     fn statuses_are_read_as_written_and_orders_rank_in_their_order() {
-        assert_eq!(ORDER_STATUSES.map(OrderStatus::parse), OrderStatus::ALL.map(Some));
-        assert_eq!(PET_STATUSES.map(PetStatus::parse), PetStatus::ALL.map(Some));
+        let orders: Vec<_> = ORDER_STATUSES.iter().map(|s| OrderStatus::parse(s)).collect();
+        assert_eq!(orders, OrderStatus::ALL.iter().copied().map(Some).collect::<Vec<_>>());
+        let pets: Vec<_> = PET_STATUSES.iter().map(|s| PetStatus::parse(s)).collect();
+        assert_eq!(pets, PetStatus::ALL.iter().copied().map(Some).collect::<Vec<_>>());
         assert_eq!((OrderStatus::parse("shipped"), PetStatus::parse("Sold")), (None, None));
         assert!(OrderStatus::Placed < OrderStatus::Approved && OrderStatus::Approved < OrderStatus::Delivered);
     }

@@ -106,9 +106,9 @@ fn place(req: &Request) -> Result<Response, ApiError> {
 fn advance(req: &Request, id: i64) -> Result<Response, ApiError> {
     let body = req.json_object()?;
     let mut v = Validator::new();
-    let status = v.one_of(&body, "status", &ORDER_STATUSES, Presence::Required);
+    let status = v.one_of(&body, "status", ORDER_STATUSES, Presence::Required);
     let status = v.finish_with(status.and_then(|s| OrderStatus::parse(&s)))?;
-    let earlier: Vec<OrderStatus> = OrderStatus::ALL.into_iter().filter(|s| *s < status).collect();
+    let earlier: Vec<OrderStatus> = OrderStatus::ALL.iter().copied().filter(|s| *s < status).collect();
     if earlier.is_empty() {
         // Nothing moves forward to the first status: only the reason differs.
         let order = fetch(&Db, id)?.ok_or_else(|| ApiError::not_found("order"))?;

@@ -54,7 +54,7 @@ impl PetFields {
         let name = v.text(obj, "name", NAME_MAX, Presence::Required);
         let species = v.text(obj, "species", SPECIES_MAX, Presence::Required);
         let tags = tags(&mut v, obj.get("tags"));
-        let status = v.one_of(obj, "status", &PET_STATUSES, Presence::Optional);
+        let status = v.one_of(obj, "status", PET_STATUSES, Presence::Optional);
         let ((name, species), tags) = v.finish_with(name.zip(species).zip(tags))?;
         let status = status.unwrap_or_else(|| PetStatus::Available.as_str().to_string());
         Ok(PetFields { name, species, tags, status })
