@@ -31,7 +31,7 @@ async fn timed<T>(metrics: &Metrics, operation: &str, sql: Option<&str>, call: i
         petstore.call = operation,
     );
     if !span.is_disabled() {
-        let (statement, table) = sql.map_or_else(|| (operation.to_ascii_uppercase(), None), traces::statement_summary);
+        let (statement, table) = sql.map_or_else(|| (operation.to_ascii_uppercase(), None), storage::statement_summary);
         span.record("otel.name", table.as_ref().map_or_else(|| statement.clone(), |t| format!("{statement} {t}")));
         span.record("db.operation.name", statement);
         span.record("db.collection.name", table);

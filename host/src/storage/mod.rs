@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use backend::{Backend, BackendTransaction};
 pub use grant::{Caller, Grant};
+pub use statement::summary as statement_summary;
 
 use thiserror::Error;
 

@@ -51,6 +51,30 @@ pub fn one_query_or_dml(sql: &str, dialect: Syntax) -> Result<Vec<Token>, String
     Ok(tokens)
 }
 
+/// What a trace span says of a statement: its operation (`SELECT`, …) and
+/// the first table it reads or writes (after `FROM`, `INTO`, `UPDATE` or
+/// `JOIN`). Names only: strings, numbers and parameters are never names, so
+/// no value is ever taken for one.
+pub fn summary(sql: &str) -> (String, Option<String>) {
+    let Ok(tokens) = tokens(sql, Syntax::Postgres) else {
+        let first = sql.split_whitespace().next().unwrap_or("");
+        return (first.chars().take_while(char::is_ascii_alphabetic).collect::<String>().to_uppercase(), None);
+    };
+    let mut names = tokens.iter().filter_map(|t| match t {
+        Token::Name(name, _) => Some(name.as_str()),
+        _ => None,
+    });
+    let first = names.next().unwrap_or("");
+    let (operation, mut previous) = (first.to_uppercase(), first);
+    for name in names {
+        if matches!(previous, "from" | "into" | "update" | "join") && name != "select" {
+            return (operation, Some(name.to_string()));
+        }
+        previous = name;
+    }
+    (operation, None)
+}
+
 /// Split `sql` into tokens.
 pub fn tokens(sql: &str, dialect: Syntax) -> Result<Vec<Token>, String> {
     let pg = dialect == Syntax::Postgres;
@@ -261,6 +285,23 @@ fn dollar_quoted(s: &[u8], i: usize) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_is_summed_up_by_its_operation_and_table_never_a_value() {
+        let cases = [
+            ("SELECT id, name FROM pets WHERE id = $1", ("SELECT", Some("pets"))),
+            ("insert into orders (pet_id) values ($1) returning id", ("INSERT", Some("orders"))),
+            ("UPDATE pets SET status = 'sold' WHERE id = 3", ("UPDATE", Some("pets"))),
+            ("DELETE FROM pet_tags WHERE pet_id = $1", ("DELETE", Some("pet_tags"))),
+            ("SELECT COUNT(*) FROM(SELECT 1 FROM pets)", ("SELECT", Some("pets"))),
+            ("SELECT 'secret FROM x' FROM pets", ("SELECT", Some("pets"))),
+            ("SELECT 1", ("SELECT", None)),
+            ("SELECT 'unterminated", ("SELECT", None)),
+        ];
+        for (sql, (operation, table)) in cases {
+            assert_eq!(summary(sql), (operation.to_string(), table.map(str::to_string)), "{sql}");
+        }
+    }
 
     #[test]
     fn one_query_or_dml_passes_and_everything_else_is_refused_in_both_dialects() {
