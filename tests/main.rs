@@ -21,6 +21,7 @@ test_modules!(
     admin,
     artifacts,
     backup,
+    canary,
     crash,
     db_errors,
     deadlines,

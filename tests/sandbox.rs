@@ -119,6 +119,9 @@ async fn a_component_cannot_touch_the_registry_the_catalog_or_the_hosts_tables()
         // Take over the fleet: make `pets` run another stored version.
         "UPDATE component_active SET digest = 'x' WHERE name = 'pets'",
         "INSERT INTO component_versions (name, digest, bytes, size, uploaded_at, uploaded_by) VALUES ('pets', 'x', 'x', 1, 't', 'me')",
+        // Judge its own canary: promote it, or pad its counts with successes.
+        "UPDATE component_canary SET state = 'promoted'",
+        "INSERT INTO canary_counts VALUES ('pets', 0, 'me', 1000000, 0, 0)",
         // Copy the registry or the schema into rows the public API returns.
         "INSERT INTO pets (name, species, created_at, updated_at) SELECT digest, 'x', 't', 't' FROM component_active",
         "?SELECT * FROM _sqlx_migrations",
@@ -126,6 +129,7 @@ async fn a_component_cannot_touch_the_registry_the_catalog_or_the_hosts_tables()
     if postgres(&s) {
         attacks.extend([
             "UPDATE petstore_registry.component_active SET digest = 'x'",
+            "UPDATE petstore_registry.canary_counts SET errors = 0",
             "?SELECT rolname FROM pg_roles",
             "INSERT INTO pets (name, species, created_at, updated_at) SELECT usename, 'x', 't', 't' FROM pg_stat_activity",
             "?SELECT table_name FROM information_schema.tables",

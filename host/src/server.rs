@@ -70,12 +70,13 @@ impl Service {
             metrics: metrics.clone(),
         });
         let files = routes.components();
-        let (limits, timeout, load) = (PoolLimits::from_config(&config), config.request_timeout, files.clone());
+        let timeouts = (config.request_timeout, config.canary_max_p95);
+        let (limits, load) = (PoolLimits::from_config(&config), files.clone());
         let runtime_metrics = metrics.clone();
         // Compiling is CPU-bound; keep it off the async workers.
         let runtime = tokio::task::spawn_blocking(move || {
             let files: Vec<(String, &std::path::Path)> = load.iter().map(|(n, p)| (n.clone(), p.as_path())).collect();
-            Runtime::new(limits, timeout, shared, runtime_metrics, &files)
+            Runtime::new(limits, timeouts, shared, runtime_metrics, &files)
         })
         .await??;
         let runtime = Arc::new(runtime);
@@ -201,6 +202,12 @@ fn fleet_settings(config: &Config) -> anyhow::Result<fleet::Settings> {
         versions_kept: config.component_versions_kept,
         sync_every: config.component_sync,
         artifact_key: config.component_artifact_key.as_deref().map(fleet::ArtifactKey::new),
+        objectives: fleet::Objectives {
+            max_error_rate: config.canary_max_error_rate,
+            max_p95: config.canary_max_p95,
+            min_requests: config.canary_min_requests.into(),
+            max_duration: config.canary_max,
+        },
     })
 }
 

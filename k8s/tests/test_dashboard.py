@@ -66,8 +66,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def get(url, data=None, headers=None):
-    request = urllib.request.Request(url, data=data, headers=headers or {})
+def get(url, data=None, headers=None, method=None):
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read()
@@ -88,21 +88,34 @@ def eventually(what, check, within=60.0):
         time.sleep(0.2)
 
 
+TOKEN = "dashboard-token-dashboard-token-dashboard"
+
+
 @pytest.fixture(scope="module")
 def host():
-    """The release host on SQLite, built if needed, with the built components."""
+    """The release host on SQLite, built if needed, with the built components
+    and a test component (`versioned`) that runs a canary the whole time."""
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "petstore-host"], cwd=ROOT, check=True)
-    components = ROOT / "build" / "components"
-    if not (components / "routes.toml").exists():
+    built = ROOT / "build" / "components"
+    if not (built / "testing" / "version_b.wasm").exists():
         subprocess.run([str(ROOT / "scripts" / "build-components")], check=True)
     work = Path(tempfile.mkdtemp())
+    components = work / "components"
+    shutil.copytree(built, components)
+    shutil.copy(built / "testing" / "version_a.wasm", components / "versioned.wasm")
+    routes = (components / "routes.toml").read_text()
+    (components / "routes.toml").write_text(routes.replace("[routes]\n", '[routes]\n"/api/v1/versioned" = "versioned.wasm"\n', 1))
     ports = {"PORT": free_port(), "ADMIN_PORT": free_port(), "METRICS_PORT": free_port()}
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DATABASE_URL": f"sqlite://{work}/petstore.db",
-           "COMPONENTS_DIR": str(components), "LOG_LEVEL": "warn", "SHUTDOWN_GRACE_MS": "0"}
+           "COMPONENTS_DIR": str(components), "LOG_LEVEL": "warn", "SHUTDOWN_GRACE_MS": "0",
+           "ADMIN_TOKEN": TOKEN, "CANARY_MIN_REQUESTS": "100000000"}
     process = subprocess.Popen([str(target / "release" / "petstore")], env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{ports['PORT']}"
     eventually("the host becoming ready", lambda: process.poll() is None and get(f"{base}/api/v1/health/ready")[0] == 200)
+    status, body = get(f"http://127.0.0.1:{ports['ADMIN_PORT']}/admin/components/versioned?canary=50",
+                       (built / "testing" / "version_b.wasm").read_bytes(), {"Authorization": f"Bearer {TOKEN}"}, "PUT")
+    assert status == 200, body
     yield base, ports["METRICS_PORT"]
     process.terminate()
     process.wait(timeout=30)
@@ -153,6 +166,7 @@ def load(host):
             get(f"{base}/api/v1/pets/999999999")
             get(f"{base}/api/v1/orders", json.dumps({"pet_id": pet}).encode(), json_type)
             get(f"{base}/api/v1/store/inventory")
+            get(f"{base}/api/v1/versioned")
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

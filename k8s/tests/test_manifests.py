@@ -385,7 +385,8 @@ def test_alerts_use_the_documented_metric_names_and_thresholds(rendered):
     objs = rendered["production"]
     by_name = {r["alert"]: r for r in rules(objs)}
     assert set(by_name) == {"PetstoreHighErrorRate", "PetstoreHighLatencyP95", "PetstoreHighCpu", "PetstoreHighMemory",
-                            "PetstorePodRestarts", "PetstoreStatementsRefused", "PetstoreArtifactsRefused"}
+                            "PetstorePodRestarts", "PetstoreStatementsRefused", "PetstoreArtifactsRefused",
+                            "PetstoreCanaryRolledBack"}
     documented = documented_metrics() | {"kube_pod_container_status_restarts_total"}
     for alert in by_name.values():
         for metric in re.findall(r"\b((?:petstore|process|kube)_[a-z_]+?)(?:_bucket)?\b", alert["expr"]):

@@ -117,6 +117,15 @@ pub struct Config {
     /// `POD_NAME` (Kubernetes' downward API), else `HOSTNAME-PID`: this
     /// replica's name in the fleet status.
     pub replica_id: String,
+    /// `CANARY_MAX_ERROR_RATE`: a canary whose error rate is over this (with
+    /// 95 % confidence) is rolled back (0.01, the error-rate alert's).
+    pub canary_max_error_rate: f64,
+    /// `CANARY_MAX_P95_MS`: a canary whose p95 is over this is rolled back.
+    pub canary_max_p95: Duration,
+    /// `CANARY_MIN_REQUESTS`: requests a canary serves before it can be promoted.
+    pub canary_min_requests: u32,
+    /// `CANARY_MAX_S`: how long a canary may run before it is abandoned.
+    pub canary_max: Duration,
 }
 
 impl Config {
@@ -256,6 +265,10 @@ impl Config {
                 let host = get("HOSTNAME").unwrap_or_else(|| "petstore".into());
                 format!("{host}-{}", std::process::id())
             }),
+            canary_max_error_rate: rate(&get, "CANARY_MAX_ERROR_RATE", 0.01)?,
+            canary_max_p95: millis(&get, "CANARY_MAX_P95_MS", 500)?,
+            canary_min_requests: number(&get, "CANARY_MIN_REQUESTS", 100, 1, 100_000_000)?,
+            canary_max: Duration::from_secs(number(&get, "CANARY_MAX_S", 3600, 1, 7 * 24 * 3600)?.into()),
         })
     }
 }
@@ -335,6 +348,15 @@ fn millis(
     default: u32,
 ) -> Result<Duration, ConfigError> {
     Ok(Duration::from_millis(number(get, variable, default, 1, 600_000)?.into()))
+}
+
+/// A rate from 0 to 1, or `default` when unset.
+fn rate(get: &impl Fn(&str) -> Option<String>, variable: &'static str, default: f64) -> Result<f64, ConfigError> {
+    let Some(raw) = get(variable) else { return Ok(default) };
+    match raw.trim().parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(ConfigError { variable, message: format!("{raw:?} is not a rate from 0 to 1 (e.g. 0.01 for 1%)") }),
+    }
 }
 
 /// An integer variable in `min..=max`, or `default` when unset.

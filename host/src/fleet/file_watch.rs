@@ -46,7 +46,7 @@ pub async fn watch_files(fleet: Arc<Fleet>, files: Vec<(String, PathBuf)>) {
             if fleet.runtime.component(name).is_some_and(|c| c.digest == sha256_hex(&bytes)) {
                 continue;
             }
-            if let Err(err) = fleet.publish(name, bytes, None, "file watch").await {
+            if let Err(err) = fleet.publish(name, bytes, None, "file watch", None).await {
                 tracing::warn!(component = name, error = %err, "the changed file was not published");
             }
         }

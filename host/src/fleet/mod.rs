@@ -22,7 +22,9 @@
 
 mod artifact;
 mod cache;
+mod canary;
 mod file_watch;
+mod judge;
 mod load;
 mod publish;
 mod registry;
@@ -38,7 +40,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 pub use artifact::ArtifactKey;
+pub use canary::{CanaryError, CanaryStatus};
 pub use file_watch::watch_files;
+pub use judge::Objectives;
 pub use registry::{Registry, Report, Version};
 pub use signature::{SignatureError, SignaturePolicy, from_header as signature_from_header};
 
@@ -62,6 +66,8 @@ pub enum FleetError {
     #[error("no stored version of {name} has the digest {digest}")]
     NoSuchVersion { name: String, digest: String },
     #[error(transparent)]
+    Canary(#[from] CanaryError),
+    #[error(transparent)]
     Database(#[from] DbError),
 }
 
@@ -84,6 +90,7 @@ impl From<registry::PublishError> for FleetError {
     fn from(err: registry::PublishError) -> Self {
         match err {
             registry::PublishError::Stale(err) => FleetError::Stale(err),
+            registry::PublishError::Canary(err) => FleetError::Canary(err),
             registry::PublishError::Database(err) => FleetError::Database(err),
         }
     }
@@ -102,6 +109,8 @@ pub struct Settings {
     /// (`None`: nothing is shared, and the cache uses a key of this
     /// process's own).
     pub artifact_key: Option<ArtifactKey>,
+    /// What a canary must meet to be promoted (`CANARY_*`).
+    pub objectives: Objectives,
 }
 
 pub struct Fleet {
@@ -116,6 +125,8 @@ pub struct Fleet {
     image: HashMap<String, ImageComponent>,
     /// Per component, how this replica's last attempt to converge went.
     states: Mutex<HashMap<String, Attempt>>,
+    /// Per component whose canary this replica serves, what it counts.
+    canary_counts: Mutex<HashMap<String, canary::Counting>>,
     /// Set once the registry has been read and acted on.
     synced: AtomicBool,
     /// One publish or sync at a time, so a sync that read the registry
@@ -167,6 +178,8 @@ pub struct ComponentStatus {
     pub converged: bool,
     pub replicas: Vec<Report>,
     pub versions: Vec<Version>,
+    /// Its latest canary, running or decided.
+    pub canary: Option<CanaryStatus>,
 }
 
 impl Fleet {
@@ -205,6 +218,7 @@ impl Fleet {
                 })
                 .collect(),
             states: Mutex::new(HashMap::new()),
+            canary_counts: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             busy: tokio::sync::Mutex::new(()),
         })
@@ -224,6 +238,7 @@ impl Fleet {
         let desired = self.registry.active().await?;
         let live_since = now_ms() - 3 * self.settings.sync_every.as_millis() as i64;
         let mut reports = self.registry.reports(live_since).await?;
+        let mut canaries = self.registry.canaries().await?;
         let mut all = Vec::new();
         for component in self.runtime.components() {
             let name = component.name.to_string();
@@ -235,7 +250,8 @@ impl Fleet {
                 replicas.iter().all(on_it) && !replicas.is_empty()
             });
             let versions = self.registry.versions(&name).await?;
-            all.push(ComponentStatus { name, desired, converged, replicas, versions });
+            let canary = canaries.remove(&name);
+            all.push(ComponentStatus { name, desired, converged, replicas, versions, canary });
         }
         Ok(all)
     }

@@ -12,13 +12,16 @@ impl Fleet {
     /// signature and what it says (this component, this environment, a
     /// version no older than the newest activated), compile and type-check
     /// them here, store and activate them (waking every replica), then
-    /// serve them here. On any failure nothing changes anywhere.
+    /// serve them here. With `canary`, they start as a canary serving that
+    /// percent of requests instead (`canary.rs`). On any failure nothing
+    /// changes anywhere.
     pub async fn publish(
         &self,
         name: &str,
         bytes: Vec<u8>,
         signature: Option<String>,
         uploaded_by: &str,
+        canary: Option<u8>,
     ) -> Result<Arc<LoadedComponent>, FleetError> {
         if self.runtime.component(name).is_none() {
             return Err(FleetError::Unknown(name.into()));
@@ -39,11 +42,18 @@ impl Fleet {
             version: claims.map(|c| c.version),
             uploaded_by,
             artifact,
+            canary,
         };
         self.registry.publish(&upload, self.settings.versions_kept).await?;
-        let digest = loaded.digest.clone();
+        let loaded = Arc::new(loaded);
+        if canary.is_some() {
+            let latest = self.registry.canaries().await?.remove(name);
+            self.follow_canary(name, latest.as_ref(), Some(loaded.clone())).await;
+            return Ok(loaded);
+        }
         let installed = self.runtime.install(loaded)?;
-        self.record(name, &digest, ReplicaState::Converged, None);
+        self.follow_canary(name, None, None).await;
+        self.record(name, &installed.digest, ReplicaState::Converged, None);
         self.report_now().await;
         Ok(installed)
     }
@@ -62,7 +72,8 @@ impl Fleet {
         if !self.registry.activate(name, digest).await? {
             return Err(no_such());
         }
-        let installed = self.runtime.install(loaded)?;
+        let installed = self.runtime.install(Arc::new(loaded))?;
+        self.follow_canary(name, None, None).await;
         self.record(name, digest, ReplicaState::Converged, None);
         self.report_now().await;
         Ok(installed)

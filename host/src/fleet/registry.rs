@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
+use super::canary::{self, CanaryError, State};
 use super::signature::SignatureError;
 use crate::storage::column::{int, optional_blob, optional_int, optional_text, text};
 use crate::storage::{Database, DbError, Transaction, Value};
@@ -28,6 +29,9 @@ pub struct Upload<'a> {
     pub uploaded_by: &'a str,
     /// The compiled artifact and its MAC, when there is one to share.
     pub artifact: Option<(Vec<u8>, String)>,
+    /// Start it as a canary serving this percent of requests, instead of
+    /// making it active.
+    pub canary: Option<u8>,
 }
 
 /// A stored version, as listed.
@@ -56,6 +60,8 @@ pub enum PublishError {
     /// Its version is below the highest activated, or names other bytes.
     #[error(transparent)]
     Stale(SignatureError),
+    #[error(transparent)]
+    Canary(#[from] CanaryError),
     #[error(transparent)]
     Database(#[from] DbError),
 }
@@ -110,9 +116,10 @@ impl Registry {
         Ok(Some(Stored { bytes, signature: optional_text(row, 1)?, version: optional_int(row, 2)?, artifact }))
     }
 
-    /// Store `upload` (once per digest), make it the active version and wake
-    /// every replica, all in one transaction; then keep only the `kept` most
-    /// recent versions besides the active one. A signed upload's version
+    /// Store `upload` (once per digest), make it the active version (or
+    /// start it as a canary) and wake every replica, all in one
+    /// transaction; then keep only the `kept` most recent versions besides
+    /// the active one and a running canary. A signed upload's version
     /// must be at least the highest ever activated, and a version names one
     /// build: anything else is a downgrade or a replay.
     pub async fn publish(&self, upload: &Upload<'_>, kept: u32) -> Result<(), PublishError> {
@@ -144,10 +151,18 @@ impl Registry {
             }
         }
         insert_version(&mut tx, upload).await?;
-        let highest = highest.max(upload.version);
-        activate(&mut tx, upload.name, upload.digest, highest).await?;
+        match upload.canary {
+            Some(percent) => canary::start(&mut tx, upload.name, upload.digest, percent).await?,
+            None => {
+                activate(&mut tx, upload.name, upload.digest, highest.max(upload.version)).await?;
+                canary::end(&mut tx, upload.name, State::Aborted, "ended: another version was uploaded").await?;
+            }
+        }
         tx.execute(
-            "DELETE FROM component_versions WHERE name = $1 AND digest <> $2 AND digest NOT IN \
+            "DELETE FROM component_versions WHERE name = $1 AND digest <> $2 \
+             AND digest NOT IN (SELECT digest FROM component_active WHERE name = $1) \
+             AND digest NOT IN (SELECT digest FROM component_canary WHERE name = $1 AND state = 'running') \
+             AND digest NOT IN \
              (SELECT digest FROM component_versions WHERE name = $1 ORDER BY uploaded_at DESC, digest LIMIT $3)",
             vec![Value::Text(upload.name.into()), Value::Text(upload.digest.into()), Value::Integer(kept.into())],
         )
@@ -171,6 +186,7 @@ impl Registry {
             return Ok(false);
         }
         activate(&mut tx, name, digest, None).await?;
+        canary::end(&mut tx, name, State::Aborted, "ended: a version was activated by hand").await?;
         tx.notify(CHANNEL).await?;
         tx.commit().await?;
         Ok(true)
@@ -294,7 +310,12 @@ async fn insert_version(tx: &mut Transaction, upload: &Upload<'_>) -> Result<(),
 
 /// Make `digest` active; `highest`, when given, is the new highest version
 /// activated (`None` keeps it).
-async fn activate(tx: &mut Transaction, name: &str, digest: &str, highest: Option<i64>) -> Result<(), DbError> {
+pub(super) async fn activate(
+    tx: &mut Transaction,
+    name: &str,
+    digest: &str,
+    highest: Option<i64>,
+) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO component_active (name, digest, activated_at, highest_version) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, activated_at = excluded.activated_at, \

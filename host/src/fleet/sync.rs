@@ -7,8 +7,18 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::canary::CANARY_TICK;
 use super::registry::{self, Upload};
 use super::{Fleet, FleetError, ReplicaState};
+use crate::runtime::LoadedComponent;
+
+/// The next notification (`false`: the channel closed); never, without one.
+async fn next(woken: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> bool {
+    match woken {
+        Some(woken) => woken.recv().await.is_some(),
+        None => std::future::pending().await,
+    }
+}
 
 /// While the registry has not been read once (the database is starting),
 /// how soon to try again.
@@ -21,26 +31,48 @@ impl Fleet {
         let mut woken = self.registry.database().subscribe(registry::CHANNEL);
         loop {
             let wait = match self.sync().await {
+                // A canary is judged every tick, so a bad one ends fast.
+                Ok(()) if self.runs_a_canary() => self.settings.sync_every.min(CANARY_TICK),
                 Ok(()) => self.settings.sync_every,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot read the component registry; trying again");
                     if self.is_synced() { self.settings.sync_every } else { FIRST_SYNC_RETRY }
                 }
             };
-            match woken.as_mut() {
-                Some(woken) => {
-                    let _ = tokio::time::timeout(wait, woken.recv()).await;
+            // Until the wait is over, a notification comes, or a canary
+            // served here fails badly enough to be judged now.
+            let until = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    woke = next(&mut woken) => {
+                        if !woke {
+                            woken = None;
+                        }
+                        break;
+                    }
+                    () = self.runtime.canary_failed() => {
+                        if self.condemned_here() {
+                            break;
+                        }
+                    }
                 }
-                None => tokio::time::sleep(wait).await,
             }
         }
     }
 
-    /// Read the registry once, load what is active and not yet served, and
-    /// report (a heartbeat).
-    async fn sync(&self) -> Result<(), FleetError> {
+    /// Judge the canaries served here, read the registry once, load what
+    /// is active (and a running canary) and not yet served, and report (a
+    /// heartbeat).
+    pub(super) async fn sync(&self) -> Result<(), FleetError> {
         let _busy = self.busy.lock().await;
+        self.judge_canaries().await?;
         let mut desired = self.registry.active().await?;
+        let canaries = self.registry.canaries().await?;
+        self.metrics.canary_state.reset();
+        for (name, canary) in &canaries {
+            self.metrics.canary_state.with_label_values(&[name, &canary.digest, canary.state.as_str()]).set(1);
+        }
         for component in self.runtime.components() {
             let name = component.name.to_string();
             let target = match desired.remove(&name) {
@@ -56,6 +88,7 @@ impl Fleet {
             } else if component.digest == target {
                 self.record(&name, &target, ReplicaState::Converged, None);
             }
+            self.follow_canary(&name, canaries.get(&name), None).await;
         }
         self.report().await?;
         self.synced.store(true, Ordering::Release);
@@ -89,6 +122,7 @@ impl Fleet {
             version: None,
             uploaded_by: "image",
             artifact: None,
+            canary: None,
         };
         self.registry.seed(&upload).await?;
         Ok(self.registry.active().await?.remove(name))
@@ -99,10 +133,11 @@ impl Fleet {
     async fn converge(&self, name: &str, digest: &str) {
         self.record(name, digest, ReplicaState::Loading, None);
         let loaded = async {
-            let no_such = || FleetError::NoSuchVersion { name: name.into(), digest: digest.into() };
-            let stored = self.registry.fetch(name, digest).await?.ok_or_else(no_such)?;
-            self.check_trusted(name, digest, &stored)?;
-            let (loaded, _) = self.load(name, stored.bytes, stored.artifact).await?;
+            // A promoted canary is already loaded.
+            let loaded = match self.runtime.canary(name).filter(|c| c.loaded.digest == digest) {
+                Some(canary) => canary.loaded.clone(),
+                None => self.load_stored(name, digest).await?,
+            };
             Ok::<_, FleetError>(self.runtime.install(loaded)?)
         };
         match loaded.await {
@@ -112,6 +147,15 @@ impl Fleet {
                 self.record(name, digest, ReplicaState::Failed, Some(err.to_string()));
             }
         }
+    }
+
+    /// A stored version of `name`, checked and loaded (not yet served).
+    pub(super) async fn load_stored(&self, name: &str, digest: &str) -> Result<Arc<LoadedComponent>, FleetError> {
+        let no_such = || FleetError::NoSuchVersion { name: name.into(), digest: digest.into() };
+        let stored = self.registry.fetch(name, digest).await?.ok_or_else(no_such)?;
+        self.check_trusted(name, digest, &stored)?;
+        let (loaded, _) = self.load(name, stored.bytes, stored.artifact).await?;
+        Ok(Arc::new(loaded))
     }
 
     fn failed_before(&self, name: &str, digest: &str) -> bool {

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::body::to_bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -63,7 +63,9 @@ pub fn admin_router(admin: Arc<Admin>) -> Router {
         .route("/admin/components", get(list))
         .route("/admin/components/{name}", put(upload))
         .route("/admin/components/{name}/active", put(activate))
-        .method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed("GET, PUT") })
+        .route("/admin/components/{name}/canary/promote", post(promote))
+        .route("/admin/components/{name}/canary/abort", post(abort))
+        .method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed("GET, PUT, POST") })
         .fallback(|| async { HttpError::NotFound })
         .with_state(admin)
 }
@@ -143,14 +145,65 @@ async fn upload(
     req: Request,
 ) -> Result<Response, HttpError> {
     let (parts, bytes) = authorized_body(&admin, peer, req, UPLOAD_LIMIT).await?;
+    let canary = canary_percent(parts.uri.query())?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let signature = header(SIGNATURE)
         .map(signature_from_header)
         .transpose()
         .map_err(|e| HttpError::SignatureRejected(e.to_string()))?;
     let uploaded_by = header(UPLOADED_BY).filter(|v| (1..=100).contains(&v.len())).unwrap_or("admin token");
-    let loaded = admin.fleet.publish(&name, bytes.to_vec(), signature, uploaded_by).await.map_err(fleet_error)?;
-    Ok(json_response(StatusCode::OK, &describe(&admin, &loaded, None)))
+    let loaded =
+        admin.fleet.publish(&name, bytes.to_vec(), signature, uploaded_by, canary).await.map_err(fleet_error)?;
+    let mut described = describe(&admin, &loaded, None);
+    if let Some(percent) = canary {
+        described["canary"] = json!({ "percent": percent, "state": "running" });
+    }
+    Ok(json_response(StatusCode::OK, &described))
+}
+
+/// `?canary=PERCENT` (1–99), when given.
+fn canary_percent(query: Option<&str>) -> Result<Option<u8>, HttpError> {
+    let invalid =
+        |value: &str| HttpError::BadParameter(format!("canary must be a percent from 1 to 99, not {value:?}"));
+    let Some(value) = query.unwrap_or_default().split('&').find_map(|pair| pair.strip_prefix("canary=")) else {
+        return Ok(None);
+    };
+    match value.parse::<u8>() {
+        Ok(percent @ 1..=99) => Ok(Some(percent)),
+        _ => Err(invalid(value)),
+    }
+}
+
+/// Make the running canary of `name` the active version everywhere, now.
+async fn promote(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, HttpError> {
+    authorized_body(&admin, peer, req, SMALL_LIMIT).await?;
+    admin.fleet.promote_canary(&name).await.map_err(fleet_error)?;
+    canary_answer(&admin, &name).await
+}
+
+/// End the running canary of `name` everywhere, now.
+async fn abort(
+    State(admin): State<Arc<Admin>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, HttpError> {
+    authorized_body(&admin, peer, req, SMALL_LIMIT).await?;
+    admin.fleet.abort_canary(&name).await.map_err(fleet_error)?;
+    canary_answer(&admin, &name).await
+}
+
+/// The component `name` as the list describes it.
+async fn canary_answer(admin: &Admin, name: &str) -> Result<Response, HttpError> {
+    let statuses = admin.fleet.status().await.map_err(fleet_error)?;
+    let status = statuses.iter().find(|s| s.name == name).ok_or(HttpError::NotFound)?;
+    let loaded = admin.runtime.component(name).ok_or(HttpError::NotFound)?;
+    Ok(json_response(StatusCode::OK, &describe(admin, &loaded, Some(status))))
 }
 
 /// `{"digest": "sha256:…"}`: make that stored version active everywhere.
@@ -194,6 +247,7 @@ fn fleet_error(err: FleetError) -> HttpError {
         FleetError::Unknown(_) | FleetError::NoSuchVersion { .. } => HttpError::NotFound,
         FleetError::Signature(err) => HttpError::SignatureRejected(err.to_string()),
         FleetError::Stale(err) => HttpError::VersionConflict(err.to_string()),
+        FleetError::Canary(err) => HttpError::CanaryConflict(err.to_string()),
         FleetError::Refused(reason) => HttpError::ComponentRejected(reason),
         FleetError::Database(err) => {
             tracing::warn!(error = %err, "the component registry is unavailable");
@@ -247,6 +301,25 @@ fn describe(admin: &Admin, c: &LoadedComponent, status: Option<&ComponentStatus>
                 })
             })
             .collect();
+        described["canary"] = json!(status.canary.as_ref().map(|c| {
+            let at = |ms: i64| {
+                humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+                )
+                .to_string()
+            };
+            json!({
+                "digest": sha(&c.digest),
+                "percent": c.percent,
+                "state": c.state,
+                "reason": c.reason,
+                "started_at": at(c.started_ms),
+                "decided_at": c.decided_ms.map(at),
+                "requests": c.requests,
+                "errors": c.errors,
+                "slow": c.slow,
+            })
+        }));
     }
     described
 }

@@ -17,6 +17,7 @@ use super::error::HttpError;
 use super::observe::Answered;
 use super::{App, BODY_LIMIT};
 use crate::host_api::bindings::exports::petstore::api::handler as wit;
+use crate::runtime::LoadedComponent;
 
 pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let Some(route) = app.routes.resolve(req.uri().path()) else {
@@ -25,16 +26,27 @@ pub async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         return resp;
     };
     let answered = Answered { route: route.prefix.clone(), component: Some(Arc::from(route.component.as_str())) };
-    let mut resp = match run(&app, &route.component, req).await {
+    let Some(component) = app.runtime.pick(&route.component) else {
+        let mut resp = HttpError::Unavailable.into_response();
+        resp.extensions_mut().insert(answered);
+        return resp;
+    };
+    let mut resp = match run(&app, &component, req).await {
         Ok(resp) => resp,
         Err(err) => err.into_response(),
     };
+    // Which version answered (the stable one or a canary), also on its failures.
+    if let Ok(version) = HeaderValue::from_maybe_shared(component.version.clone()) {
+        resp.headers_mut().insert(X_COMPONENT_VERSION, version);
+    }
     resp.extensions_mut().insert(answered);
     resp
 }
 
-async fn run(app: &App, component: &str, req: Request) -> Result<Response, HttpError> {
-    let component = app.runtime.component(component).ok_or(HttpError::Unavailable)?;
+/// Names the digest of the component version that answered.
+const X_COMPONENT_VERSION: HeaderName = HeaderName::from_static("x-component-version");
+
+async fn run(app: &App, component: &Arc<LoadedComponent>, req: Request) -> Result<Response, HttpError> {
     let (parts, body) = req.into_parts();
     let request_id =
         parts.headers.get(super::request_id::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
@@ -53,7 +65,7 @@ async fn run(app: &App, component: &str, req: Request) -> Result<Response, HttpE
         body: body.to_vec(),
         request_id,
     };
-    let answer = app.runtime.invoke(&component, request).await.inspect_err(|err| {
+    let answer = app.runtime.invoke(component, request).await.inspect_err(|err| {
         let trace_id = crate::telemetry::traces::current_trace_id();
         tracing::warn!(component = &*component.name, trace_id, error = %err, "component did not answer");
     })?;

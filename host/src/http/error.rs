@@ -40,6 +40,10 @@ pub enum HttpError {
     VersionConflict(String),
     #[error("too many failed attempts from this address; retry in {0} s")]
     TooManyAttempts(u64),
+    #[error("{0}")]
+    CanaryConflict(String),
+    #[error("{0}")]
+    BadParameter(String),
 }
 
 impl HttpError {
@@ -60,6 +64,8 @@ impl HttpError {
             HttpError::SignatureRejected(_) => (StatusCode::FORBIDDEN, "signature_rejected"),
             HttpError::VersionConflict(_) => (StatusCode::CONFLICT, "conflict"),
             HttpError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            HttpError::CanaryConflict(_) => (StatusCode::CONFLICT, "conflict"),
+            HttpError::BadParameter(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
         }
     }
 }

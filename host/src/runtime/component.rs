@@ -11,6 +11,7 @@ use thiserror::Error;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
+use super::tally::Tally;
 use crate::host_api::RequestState;
 use crate::host_api::bindings::PetHandlerPre;
 
@@ -37,10 +38,14 @@ pub struct LoadedComponent {
     pub name: Arc<str>,
     /// sha256 of the component's bytes, hex.
     pub digest: String,
+    /// `sha256:<digest>`, as answers name the version that made them.
+    pub version: bytes::Bytes,
     pub loaded_at: SystemTime,
     pub origin: Origin,
     /// Imports resolved and exports checked: instantiation is all that is left.
     pub pre: PetHandlerPre<RequestState>,
+    /// What this version answered here.
+    pub tally: Tally,
 }
 
 impl LoadedComponent {
@@ -123,7 +128,15 @@ impl LoadedComponent {
         let mismatch = |e: wasmtime::Error| LoadError::Mismatch { name: name.to_string(), reason: format!("{e:#}") };
         let instance_pre = linker.instantiate_pre(&component).map_err(mismatch)?;
         let pre = PetHandlerPre::new(instance_pre).map_err(mismatch)?;
-        Ok(LoadedComponent { name: Arc::from(name), digest, loaded_at: SystemTime::now(), origin, pre })
+        Ok(LoadedComponent {
+            name: Arc::from(name),
+            version: format!("sha256:{digest}").into(),
+            digest,
+            loaded_at: SystemTime::now(),
+            origin,
+            pre,
+            tally: Tally::default(),
+        })
     }
 }
 

@@ -7,6 +7,8 @@
 
 mod component;
 mod engine;
+mod slot;
+mod tally;
 mod warm;
 
 use std::collections::HashMap;
@@ -14,7 +16,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -23,6 +24,10 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 
 pub use component::{LoadError, LoadedComponent, Origin, precompiled_path, sha256_hex};
 pub use engine::{PoolLimits, build as build_engine};
+pub use slot::Canary;
+pub use tally::Counts;
+
+use slot::Slot;
 
 use warm::{Instance, WarmInstances};
 
@@ -63,9 +68,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<RequestState>,
     /// The routed components by name. The set of names is fixed at start;
-    /// each entry swaps atomically: a request holds the `Arc` it started
-    /// with, new requests get the newest.
-    components: HashMap<Arc<str>, ArcSwap<LoadedComponent>>,
+    /// each entry's versions swap atomically: a request holds the `Arc` it
+    /// started with, new requests get the newest.
+    components: HashMap<Arc<str>, Slot>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
     /// One permit per pool slot, so a full pool queues briefly and then
@@ -73,6 +78,12 @@ pub struct Runtime {
     slots: Arc<Semaphore>,
     warm: WarmInstances,
     timeout: Duration,
+    /// An answer slower than this counts as slow in a version's tally
+    /// (`CANARY_MAX_P95_MS`).
+    slow_after: Duration,
+    /// Signalled when a canary fails a request or answers slowly, so the
+    /// fleet can judge it before its next tick.
+    canary_failed: tokio::sync::Notify,
     _ticker: engine::EpochTicker,
 }
 
@@ -81,7 +92,7 @@ impl Runtime {
     /// (name → path). Fails before the server listens if any does not fit.
     pub fn new(
         limits: PoolLimits,
-        timeout: Duration,
+        (timeout, slow_after): (Duration, Duration),
         shared: Arc<Shared>,
         metrics: Arc<Metrics>,
         files: &[(String, &Path)],
@@ -93,9 +104,12 @@ impl Runtime {
         for (name, path) in files {
             let loaded = LoadedComponent::from_file(&engine, &linker, path)?;
             tracing::info!(component = name, origin = ?loaded.origin, digest = loaded.digest, "component loaded");
+            for counter in [&metrics.version_requests, &metrics.version_errors] {
+                counter.with_label_values(&[name, &loaded.digest]);
+            }
             metrics.component_info.with_label_values(&[name, &loaded.digest]).set(1);
             metrics.known_component(name);
-            components.insert(Arc::from(name.as_str()), ArcSwap::from_pointee(loaded));
+            components.insert(Arc::from(name.as_str()), Slot::new(loaded));
         }
         let ticker = engine::EpochTicker::start(engine.clone())?;
         Ok(Runtime {
@@ -107,18 +121,31 @@ impl Runtime {
             slots: Arc::new(Semaphore::new(limits.instances as usize)),
             warm: WarmInstances::new(limits.reuse, limits.idle() as usize),
             timeout,
+            slow_after,
+            canary_failed: tokio::sync::Notify::new(),
             _ticker: ticker,
         })
     }
 
-    /// The component serving `name` right now.
+    /// The stable version of `name`.
     pub fn component(&self, name: &str) -> Option<Arc<LoadedComponent>> {
-        self.components.get(name).map(|c| c.load_full())
+        self.components.get(name).map(Slot::stable)
     }
 
-    /// Every routed component, by name.
+    /// The version of `name` that serves the next request (its canary's
+    /// share goes to the canary).
+    pub fn pick(&self, name: &str) -> Option<Arc<LoadedComponent>> {
+        self.components.get(name).map(Slot::pick)
+    }
+
+    /// The canary of `name`, while one runs here.
+    pub fn canary(&self, name: &str) -> Option<Arc<Canary>> {
+        self.components.get(name).and_then(Slot::canary)
+    }
+
+    /// The stable version of every routed component, by name.
     pub fn components(&self) -> Vec<Arc<LoadedComponent>> {
-        let mut all: Vec<_> = self.components.values().map(|c| c.load_full()).collect();
+        let mut all: Vec<_> = self.components.values().map(Slot::stable).collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -158,20 +185,66 @@ impl Runtime {
         if self.components.contains_key(name) { Ok(()) } else { Err(SwapError::Unknown(name.to_string())) }
     }
 
-    /// Serve `loaded` from now on, in place of its component's running
-    /// version: requests that started on the old one finish on it.
-    pub fn install(&self, loaded: LoadedComponent) -> Result<Arc<LoadedComponent>, SwapError> {
-        let slot = self.components.get(&loaded.name).ok_or_else(|| SwapError::Unknown(loaded.name.to_string()))?;
-        let loaded = Arc::new(loaded);
-        let old = slot.swap(loaded.clone());
-        self.warm.clear(&loaded.name);
+    /// Serve `loaded` from now on as its component's stable version:
+    /// requests that started on the old one finish on it. A canary of the
+    /// same version is promoted by this (it ends).
+    pub fn install(&self, loaded: Arc<LoadedComponent>) -> Result<Arc<LoadedComponent>, SwapError> {
+        let slot = self.slot(&loaded.name)?;
         let name = &*loaded.name;
-        self.metrics.component_info.with_label_values(&[name, &old.digest]).set(0);
-        let _ = self.metrics.component_info.remove_label_values(&[name, &old.digest]);
-        self.metrics.component_info.with_label_values(&[name, &loaded.digest]).set(1);
+        if slot.canary().is_some_and(|canary| canary.loaded.digest == loaded.digest) {
+            slot.set_canary(None);
+        }
+        let old = slot.set_stable(loaded.clone());
+        self.warm.clear(name);
+        self.served(name, &old.digest, false);
+        self.served(name, &loaded.digest, true);
         self.metrics.swaps.with_label_values(&[name, "ok"]).inc();
         tracing::info!(component = name, digest = loaded.digest, previous = old.digest, "component swapped");
         Ok(loaded)
+    }
+
+    /// Serve `canary` beside the stable version (replacing any canary), or
+    /// with `None` end the canary: the stable version serves every request.
+    pub fn set_canary(&self, name: &str, canary: Option<Canary>) -> Result<(), SwapError> {
+        let slot = self.slot(name)?;
+        let digest = canary.as_ref().map(|c| c.loaded.digest.clone());
+        if let Some(digest) = &digest {
+            self.served(name, digest, true);
+        }
+        if let Some(old) = slot.set_canary(canary)
+            && Some(&old.loaded.digest) != digest.as_ref()
+            && old.loaded.digest != slot.stable().digest
+        {
+            self.served(name, &old.loaded.digest, false);
+            tracing::info!(component = name, digest = old.loaded.digest, "canary ended");
+        }
+        Ok(())
+    }
+
+    /// Wait until a canary fails a request or answers slowly.
+    pub async fn canary_failed(&self) {
+        self.canary_failed.notified().await;
+    }
+
+    fn slot(&self, name: &str) -> Result<&Slot, SwapError> {
+        self.components.get(name).ok_or_else(|| SwapError::Unknown(name.to_string()))
+    }
+
+    /// Keep `component_info` true: 1 for each version this replica serves.
+    /// Its request and error counters exist from then on, at zero.
+    fn served(&self, name: &str, digest: &str, serving: bool) {
+        if serving {
+            self.metrics.component_info.with_label_values(&[name, digest]).set(1);
+            self.metrics.version_requests.with_label_values(&[name, digest]);
+            self.metrics.version_errors.with_label_values(&[name, digest]);
+        } else {
+            // A version no longer served leaves no series behind: swaps
+            // do not grow the scrape.
+            for counter in [&self.metrics.version_requests, &self.metrics.version_errors] {
+                let _ = counter.remove_label_values(&[name, digest]);
+            }
+            let _ = self.metrics.component_info.remove_label_values(&[name, digest]);
+        }
     }
 
     /// Run `request` in an instance of `component`: a fresh one, or with
@@ -189,13 +262,34 @@ impl Runtime {
             .await
             .map_err(|_| InvokeError::Saturated)?
             .map_err(|_| InvokeError::Saturated)?;
+        let started = Instant::now();
+        let answer = self.run(component, request).await;
+        // A 5xx of its own, an answer that is no HTTP status, a trap or the
+        // deadline: the version failed this request.
+        let failed = answer.as_ref().map_or(true, |response| !(100..500).contains(&response.status));
+        let slow = started.elapsed() > self.slow_after;
+        component.tally.record(failed, slow, || {
+            let labels = [&*component.name, component.digest.as_str()];
+            (
+                self.metrics.version_requests.with_label_values(&labels),
+                self.metrics.version_errors.with_label_values(&labels),
+            )
+        });
+        if (failed || slow) && self.canary(&component.name).is_some_and(|c| Arc::ptr_eq(&c.loaded, component)) {
+            self.canary_failed.notify_one();
+        }
+        answer
+    }
+
+    /// Run `request` until it answers, again after a lost transaction.
+    async fn run(&self, component: &Arc<LoadedComponent>, request: Request) -> Result<Response, InvokeError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut attempt = 1;
         loop {
             let (response, instance) = self.attempt(component, &request, deadline).await?;
             let again = response.status == 503 && instance.store.data().may_run_again() && attempt < MAX_ATTEMPTS;
             self.warm.put(instance, |version| {
-                self.components.get(&*component.name).is_some_and(|current| Arc::ptr_eq(&current.load(), version))
+                self.components.get(&*component.name).is_some_and(|slot| slot.serves(version))
             });
             if !again {
                 return Ok(response);

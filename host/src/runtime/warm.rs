@@ -36,8 +36,10 @@ pub struct WarmInstances {
 
 #[derive(Default)]
 struct Idle {
-    /// Most recently used last: the next request takes the warmest.
-    by_component: HashMap<Arc<str>, Vec<Instance>>,
+    /// By component and digest (a canary's instances wait beside its
+    /// stable version's); most recently used last: the next request takes
+    /// the warmest.
+    by_version: HashMap<(Arc<str>, String), Vec<Instance>>,
     total: usize,
 }
 
@@ -52,27 +54,17 @@ impl WarmInstances {
         if self.max_uses <= 1 {
             return None;
         }
-        let mut stale = Vec::new();
-        let found = {
+        let key = (component.name.clone(), component.digest.clone());
+        let popped = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut found = None;
-            let mut popped = 0;
-            if let Some(list) = idle.by_component.get_mut(&component.name) {
-                while let Some(instance) = list.pop() {
-                    popped += 1;
-                    if Arc::ptr_eq(&instance.component, component) {
-                        found = Some(instance);
-                        break;
-                    }
-                    stale.push(instance);
-                }
-            }
-            idle.total -= popped;
-            found
-        };
-        // Freeing an instance resets its memory: not while holding the lock.
-        drop(stale);
-        found
+            let popped = idle.by_version.get_mut(&key).and_then(Vec::pop);
+            idle.total -= usize::from(popped.is_some());
+            popped
+        }?;
+        // The digest names the bytes; the pointer, the very load (a version
+        // loaded again after a swap back is another one, and its stale
+        // instance is freed here, outside the lock: freeing resets memory).
+        Arc::ptr_eq(&popped.component, component).then_some(popped)
     }
 
     /// Keep `instance` for a later request if it may serve another one and
@@ -89,18 +81,23 @@ impl WarmInstances {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.total < self.capacity {
             idle.total += 1;
-            idle.by_component.entry(instance.component.name.clone()).or_default().push(instance);
+            let key = (instance.component.name.clone(), instance.component.digest.clone());
+            idle.by_version.entry(key).or_default().push(instance);
         }
     }
 
     /// Drop every idle instance of `name` (its component was swapped).
     pub fn clear(&self, name: &str) {
-        let dropped = {
+        let mut dropped = Vec::new();
+        {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let dropped = idle.by_component.remove(name).unwrap_or_default();
+            let keys: Vec<_> = idle.by_version.keys().filter(|(n, _)| &**n == name).cloned().collect();
+            for key in keys {
+                dropped.extend(idle.by_version.remove(&key).unwrap_or_default());
+            }
             idle.total -= dropped.len();
-            dropped
-        };
+        }
+        // Freeing an instance resets its memory: not while holding the lock.
         drop(dropped);
     }
 }

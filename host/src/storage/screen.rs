@@ -52,7 +52,14 @@ const REFUSED_PREFIXES: &[&str] = &["pg_", "lo_", "dblink", "information_schema"
 const ALLOWED: &[&str] = &["pg_sleep"];
 
 /// The host's own tables, which no grant may name.
-const HOST_TABLES: &[&str] = &["_sqlx_migrations", "component_versions", "component_active", "replica_components"];
+const HOST_TABLES: &[&str] = &[
+    "_sqlx_migrations",
+    "component_versions",
+    "component_active",
+    "replica_components",
+    "component_canary",
+    "canary_counts",
+];
 
 /// Screens components' statements against their grants.
 pub struct Screen {

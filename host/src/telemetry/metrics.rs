@@ -28,6 +28,9 @@ pub struct Metrics {
     pub timeouts: IntCounterVec,
     pub swaps: IntCounterVec,
     pub component_info: IntGaugeVec,
+    pub version_requests: IntCounterVec,
+    pub version_errors: IntCounterVec,
+    pub canary_state: IntGaugeVec,
     pub contention_retries: IntCounterVec,
     pub db_duration: HistogramVec,
     pub db_pool: IntGaugeVec,
@@ -117,6 +120,26 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new("petstore_component_info", "1 for each component version this replica serves."),
                     &["component", "digest"],
+                )?,
+            )?,
+            version_requests: counter(
+                "petstore_component_version_requests_total",
+                "Requests a component version ran (stable or canary).",
+                &["component", "digest"],
+            )?,
+            version_errors: counter(
+                "petstore_component_version_errors_total",
+                "Requests a component version failed: a 5xx of its own, a trap or the deadline.",
+                &["component", "digest"],
+            )?,
+            canary_state: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "petstore_canary_state",
+                        "1 for the state (running, promoted, rolled_back, aborted) of each component's latest canary, as the registry records it.",
+                    ),
+                    &["component", "digest", "state"],
                 )?,
             )?,
             contention_retries: counter(

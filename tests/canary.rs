@@ -1,0 +1,365 @@
+//! Canary releases judged by the fleet itself: a version uploaded with
+//! `?canary=PERCENT` serves that share of its component's requests on
+//! every host; the hosts count what it answered in the registry, and the
+//! fleet rolls a failing or slow canary back, or promotes a healthy one,
+//! on every host with no one watching. Three hosts on one PostgreSQL
+//! (`--include-ignored` in scripts/test); the one-host flows run on both
+//! backends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, create_postgres_database, eventually, test_component};
+
+const TOKEN: &str = "canary-token-canary-token-canary-token";
+const ARTIFACT_KEY: &str = "c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ff";
+
+fn host(name: &str, database: Option<&str>, extra: &[(&str, &str)]) -> Server {
+    let mut builder = Server::builder()
+        .with_test_component("/api/v1/versioned", "version_a.wasm", "versioned")
+        .env("ADMIN_TOKEN", TOKEN)
+        .env("COMPONENT_ARTIFACT_KEY", ARTIFACT_KEY)
+        .env("POD_NAME", name)
+        .env("COMPONENT_SYNC_MS", "500");
+    if let Some(database) = database {
+        builder = builder.database(database);
+    }
+    for (k, v) in extra {
+        builder = builder.env(k, v);
+    }
+    builder.start()
+}
+
+fn postgres_database() -> String {
+    let server = std::env::var("PETSTORE_TEST_POSTGRES")
+        .expect("set PETSTORE_TEST_POSTGRES (scripts/test does) to run the canary fleet tests");
+    create_postgres_database(&server)
+}
+
+/// One answer the traffic got.
+#[derive(Clone)]
+struct Sample {
+    host: usize,
+    at: Instant,
+    status: u16,
+    /// `X-Component-Version`, without `sha256:`.
+    digest: String,
+}
+
+/// Requests to every host until stopped, each answer recorded.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    /// `clients` concurrent clients per host, on `path`.
+    fn start(hosts: &[&Server], path: &str, clients: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (host, s) in hosts.iter().enumerate() {
+            for _ in 0..clients {
+                let (url, client, stop, samples) = (s.url(path), s.client.clone(), stop.clone(), samples.clone());
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let (status, digest) = match client.get(&url).send().await {
+                            Ok(resp) => {
+                                let digest = resp.headers().get("x-component-version").and_then(|v| v.to_str().ok());
+                                let digest = digest.unwrap_or_default().trim_start_matches("sha256:").to_string();
+                                (resp.status().as_u16(), digest)
+                            }
+                            Err(_) => (0, String::new()),
+                        };
+                        samples.lock().unwrap().push(Sample { host, at: Instant::now(), status, digest });
+                    }
+                }));
+            }
+        }
+        Traffic { stop, samples, tasks }
+    }
+
+    fn since(&self, from: Instant) -> Vec<Sample> {
+        self.samples.lock().unwrap().iter().filter(|s| s.at >= from).cloned().collect()
+    }
+
+    async fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("traffic task");
+        }
+        Arc::try_unwrap(self.samples).map(|m| m.into_inner().unwrap()).unwrap_or_default()
+    }
+}
+
+async fn status(s: &Server, name: &str) -> Value {
+    let list = s.admin_components(TOKEN).await;
+    list["components"].as_array().into_iter().flatten().find(|c| c["name"] == name).cloned().unwrap_or(Value::Null)
+}
+
+/// Upload `file` as a canary of `versioned` at `percent`.
+async fn start_canary(s: &Server, file: &str, percent: &str) -> crate::support::Answer {
+    let req = s
+        .client
+        .put(s.admin_url(&format!("/admin/components/versioned?canary={percent}")))
+        .bearer_auth(TOKEN)
+        .body(test_component(file));
+    crate::support::Answer::read(req.send().await.expect("PUT canary")).await
+}
+
+async fn by_hand(s: &Server, action: &str) -> crate::support::Answer {
+    let req = s.client.post(s.admin_url(&format!("/admin/components/versioned/canary/{action}"))).bearer_auth(TOKEN);
+    crate::support::Answer::read(req.send().await.expect("POST canary action")).await
+}
+
+/// Wait until the latest canary of `versioned` is in `state`; its status.
+async fn canary_in(s: &Server, state: &str, within: Duration) -> Value {
+    eventually(&format!("the canary {state}"), within, || async {
+        let canary = status(s, "versioned").await["canary"].clone();
+        (canary["state"] == state).then_some(canary)
+    })
+    .await
+}
+
+fn digest(answer: &Value) -> String {
+    answer["digest"].as_str().unwrap_or_default().trim_start_matches("sha256:").to_string()
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn a_failing_canary_is_rolled_back_on_every_host_by_itself() {
+    let db = postgres_database();
+    let (a, b, c) = (host("host-a", Some(&db), &[]), host("host-b", Some(&db), &[]), host("host-c", Some(&db), &[]));
+    let hosts = [&a, &b, &c];
+    let stable = digest(&status(&a, "versioned").await);
+    let pet = a.create_pet(&json!({"name": "Rex", "species": "dog"})).await;
+    let traffic = Traffic::start(&hosts, "/api/v1/versioned", 4);
+    let (mut decided, mut back, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut canary, mut previous) = (String::new(), Value::Null);
+    for round in 0..10 {
+        let put_at = Instant::now();
+        let put = start_canary(hosts[round % 3], "failing.wasm", "50").await;
+        assert_eq!(put.status, 200, "{}", put.text);
+        assert_eq!(put.body["canary"]["percent"], 50, "{}", put.text);
+        canary = digest(&put.body);
+        let verdict = eventually("the canary rolled back", Duration::from_secs(10), || async {
+            let latest = status(&c, "versioned").await["canary"].clone();
+            (latest["state"] == "rolled_back" && latest["decided_at"] != previous).then_some(latest)
+        })
+        .await;
+        let decided_at = Instant::now();
+        previous = verdict["decided_at"].clone();
+        let reason = verdict["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("over CANARY_MAX_ERROR_RATE 1.00%"), "{verdict}");
+        // The stable version serves 100 % again on every host within a second.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let samples = traffic.since(put_at);
+        let last_canary = samples.iter().filter(|s| s.digest == canary).map(|s| s.at).max();
+        let last_canary = last_canary.expect("the canary served requests before it was rolled back");
+        assert!(
+            last_canary < decided_at + Duration::from_millis(1000),
+            "round {round}: a host served the canary {:?} after the rollback was seen",
+            last_canary - decided_at
+        );
+        for host in 0..3 {
+            let tail: Vec<_> = samples.iter().filter(|s| s.host == host && s.at > decided_at + Duration::from_millis(500)).collect();
+            assert!(!tail.is_empty(), "round {round}: host {host} answered nothing after the rollback");
+            assert!(tail.iter().all(|s| s.status == 200 && s.digest == stable), "round {round}: host {host} not all on stable");
+        }
+        // Every failure came from the canary, and none after the rollback.
+        let failures: Vec<_> = samples.iter().filter(|s| s.status != 200).collect();
+        assert!(failures.iter().all(|s| s.digest == canary && s.at <= last_canary), "round {round}: a failure not from the canary");
+        decided.push(decided_at - put_at);
+        back.push(last_canary - put_at);
+        failed.push(failures.len());
+    }
+    let samples = traffic.stop().await;
+    println!(
+        "failing canary at 50% on 3 hosts, 10 runs: PUT → rollback seen median {:?} max {:?}; PUT → last canary answer on any host median {:?} max {:?}; failed requests per run {failed:?} of {} requests in all",
+        median(decided.clone()),
+        decided.iter().max().unwrap(),
+        median(back.clone()),
+        back.iter().max().unwrap(),
+        samples.len(),
+    );
+    // What was written before is still there, and the stable version is active.
+    assert_eq!(b.get(&format!("/api/v1/pets/{pet}")).await.status, 200);
+    assert_eq!(status(&b, "versioned").await["desired"], format!("sha256:{stable}"));
+    let metrics = a.metrics().await;
+    let rolled_back = format!("petstore_canary_state{{component=\"versioned\",digest=\"{canary}\",state=\"rolled_back\"}}");
+    assert_eq!(metrics.get(&rolled_back), Some(&1.0), "{rolled_back}");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn a_healthy_canary_is_promoted_on_every_host_by_itself() {
+    let db = postgres_database();
+    let extra = [("CANARY_MIN_REQUESTS", "300")];
+    let (a, b, c) = (host("host-a", Some(&db), &extra), host("host-b", Some(&db), &extra), host("host-c", Some(&db), &extra));
+    let hosts = [&a, &b, &c];
+    let stable = digest(&status(&a, "versioned").await);
+    let traffic = Traffic::start(&hosts, "/api/v1/versioned", 2);
+    let put = start_canary(&b, "version_b.wasm", "50").await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let canary = digest(&put.body);
+    let verdict = canary_in(&a, "promoted", Duration::from_secs(30)).await;
+    assert!(verdict["requests"].as_u64().unwrap_or(0) >= 300, "{verdict}");
+    assert_eq!(verdict["errors"], 0, "{verdict}");
+    // Every host serves the promoted version alone.
+    let promoted_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let samples = traffic.stop().await;
+    for host in 0..3 {
+        let tail: Vec<_> = samples.iter().filter(|s| s.host == host && s.at > promoted_at + Duration::from_millis(500)).collect();
+        assert!(!tail.is_empty() && tail.iter().all(|s| s.digest == canary), "host {host} not on the promoted version");
+        // During the canary, the host served both versions.
+        let during: Vec<_> = samples.iter().filter(|s| s.host == host && s.at < promoted_at).collect();
+        assert!(during.iter().any(|s| s.digest == stable) && during.iter().any(|s| s.digest == canary), "host {host}");
+    }
+    assert!(samples.iter().all(|s| s.status == 200), "a request failed during a healthy canary");
+    assert_eq!(status(&c, "versioned").await["desired"], format!("sha256:{canary}"));
+    for s in hosts {
+        let body = s.get("/api/v1/versioned").await.body;
+        assert_eq!(body["version"], "version-b");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test runs it"]
+async fn a_replica_restarted_during_a_canary_comes_back_into_it() {
+    let db = postgres_database();
+    // A canary that is never decided by itself here.
+    let extra = [("CANARY_MIN_REQUESTS", "100000000")];
+    let a = host("host-a", Some(&db), &extra);
+    let b = host("host-b", Some(&db), &extra);
+    let put = start_canary(&a, "version_b.wasm", "50").await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    drop(b);
+    let b = host("host-b", Some(&db), &extra);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        seen.insert(b.get("/api/v1/versioned").await.body["version"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(seen, ["version-a", "version-b"].map(String::from).into(), "the restarted host serves both versions");
+    assert_eq!(status(&b, "versioned").await["canary"]["state"], "running");
+}
+
+#[tokio::test]
+async fn a_slow_canary_is_rolled_back_on_its_p95() {
+    // Every answer takes 30 ms; the objective is 10 ms: the stable version
+    // is as slow, but only the canary is judged.
+    let s = host("host-a", None, &[("CANARY_MAX_P95_MS", "10")]);
+    let stable = digest(&status(&s, "versioned").await);
+    let traffic = Traffic::start(&[&s], "/api/v1/versioned?sleep_ms=30", 4);
+    let put = start_canary(&s, "version_b.wasm", "50").await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let verdict = canary_in(&s, "rolled_back", Duration::from_secs(10)).await;
+    traffic.stop().await;
+    assert!(verdict["reason"].as_str().unwrap_or_default().contains("CANARY_MAX_P95_MS 10"), "{verdict}");
+    assert!(verdict["slow"].as_u64().unwrap_or(0) >= 1, "{verdict}");
+    assert_eq!(status(&s, "versioned").await["desired"], format!("sha256:{stable}"));
+    for _ in 0..20 {
+        assert_eq!(s.get("/api/v1/versioned").await.body["version"], "version-a");
+    }
+}
+
+#[tokio::test]
+async fn a_canary_is_promoted_or_aborted_by_hand_and_bad_requests_change_nothing() {
+    let extra = [("CANARY_MIN_REQUESTS", "100000000")];
+    let s = host("host-a", None, &extra);
+    let pet = s.create_pet(&json!({"name": "Tom", "species": "cat"})).await;
+    let stable = digest(&status(&s, "versioned").await);
+
+    // Refused: no percent, out of range, not a number, nothing to decide.
+    for bad in ["0", "100", "fifty", ""] {
+        start_canary(&s, "version_b.wasm", bad).await.assert_error(400, "invalid_parameter");
+    }
+    by_hand(&s, "promote").await.assert_error(409, "conflict");
+    by_hand(&s, "abort").await.assert_error(409, "conflict");
+    // The active version cannot be its own canary.
+    start_canary(&s, "version_a.wasm", "10").await.assert_error(409, "conflict");
+    assert!(status(&s, "versioned").await["canary"].is_null());
+
+    // Abort: the stable version serves everything again.
+    let put = start_canary(&s, "version_b.wasm", "30").await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let running = status(&s, "versioned").await["canary"].clone();
+    assert_eq!((running["state"].clone(), running["percent"].clone()), (json!("running"), json!(30)), "{running}");
+    let mut versions = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let answer = s.get("/api/v1/versioned").await;
+        let version = answer.body["version"].as_str().unwrap_or_default().to_string();
+        let expected = if version == "version-b" { digest(&put.body) } else { stable.clone() };
+        assert_eq!(answer.header("x-component-version"), Some(format!("sha256:{expected}").as_str()));
+        versions.insert(version);
+    }
+    assert_eq!(versions.len(), 2, "30% of 100 requests went to the canary: {versions:?}");
+    let aborted = by_hand(&s, "abort").await;
+    assert_eq!(aborted.status, 200, "{}", aborted.text);
+    assert_eq!(aborted.body["canary"]["state"], "aborted");
+    assert_eq!(aborted.body["canary"]["reason"], "aborted by hand");
+    for _ in 0..20 {
+        assert_eq!(s.get("/api/v1/versioned").await.body["version"], "version-a");
+    }
+
+    // Promote: the canary becomes the active version.
+    assert_eq!(start_canary(&s, "version_b.wasm", "30").await.status, 200);
+    let promoted = by_hand(&s, "promote").await;
+    assert_eq!(promoted.status, 200, "{}", promoted.text);
+    assert_eq!(promoted.body["canary"]["state"], "promoted");
+    assert_eq!(promoted.body["desired"], put.body["digest"]);
+    for _ in 0..20 {
+        assert_eq!(s.get("/api/v1/versioned").await.body["version"], "version-b");
+    }
+    // Data written before is still there.
+    assert_eq!(s.get(&format!("/api/v1/pets/{pet}")).await.body["name"], "Tom");
+}
+
+/// `scripts/rollout-component versioned FILE --canary 50` against `admin`:
+/// its exit code and what it said.
+fn rollout_canary(admin: String, file: std::path::PathBuf) -> (Option<i32>, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/rollout-component");
+    let out = std::process::Command::new(script)
+        .args(["versioned", &file.display().to_string(), "--canary", "50", "--canary-timeout", "30", "--timeout", "20"])
+        .env("ADMIN_URL", admin)
+        .env("ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("scripts/rollout-component");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn the_rollout_script_waits_for_the_canarys_verdict() {
+    let s = host("host-a", None, &[("CANARY_MIN_REQUESTS", "50")]);
+    let work = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str| {
+        let path = work.path().join(name);
+        std::fs::write(&path, test_component(name)).expect("component file");
+        path
+    };
+    let (failing, healthy) = (write("failing.wasm"), write("version_b.wasm"));
+    let traffic = Traffic::start(&[&s], "/api/v1/versioned", 2);
+    let admin = s.admin_url("");
+    let (code, said) = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || rollout_canary(admin, failing)
+    })
+    .await
+    .expect("rollout");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("canary rolled_back") && said.contains("over CANARY_MAX_ERROR_RATE"), "{said}");
+    let (code, said) = tokio::task::spawn_blocking(move || rollout_canary(admin, healthy)).await.expect("rollout");
+    traffic.stop().await;
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("canary promoted") && said.contains("every replica serves"), "{said}");
+    assert_eq!(s.get("/api/v1/versioned").await.body["version"], "version-b");
+}
