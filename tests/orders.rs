@@ -144,7 +144,11 @@ async fn order_lists_page_and_filter_by_status() {
     s.send("PATCH", &format!("/api/v1/orders/{}", ids[1]), &json!({"status": "approved"})).await;
     let page = s.get("/api/v1/orders?limit=2").await;
     assert_eq!((page.body["total"].as_i64(), page.body["items"].as_array().unwrap().len()), (Some(3), 2));
-    assert_eq!(page.header("link"), Some("</api/v1/orders?limit=2&offset=2>; rel=\"next\""));
+    let next = format!("</api/v1/orders?limit=2&offset=2&after={}>; rel=\"next\"", ids[1]);
+    assert_eq!(page.header("link"), Some(next.as_str()));
+    let rest = s.get(&format!("/api/v1/orders?limit=2&offset=2&after={}", ids[1])).await;
+    assert_eq!(rest.body["items"].as_array().unwrap().iter().map(|o| o["id"].clone()).collect::<Vec<_>>(), vec![json!(ids[2])]);
+    assert_eq!(rest.header("link"), None);
     let approved = s.get("/api/v1/orders?status=approved").await;
     assert_eq!(approved.body["total"], 1);
     assert_eq!(approved.body["items"][0]["id"], ids[1]);

@@ -191,7 +191,8 @@ async fn paging_is_ordered_and_links_the_next_page_with_filters() {
     );
     let ids: Vec<i64> = a.body["items"].as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ordered by id: {ids:?}");
-    assert_eq!(a.header("link"), Some("</api/v1/pets?limit=3&offset=3>; rel=\"next\""));
+    let next = format!("</api/v1/pets?limit=3&offset=3&after={}>; rel=\"next\"", ids[2]);
+    assert_eq!(a.header("link"), Some(next.as_str()));
 
     let last = s.get("/api/v1/pets?limit=3&offset=6").await;
     assert_eq!(last.body["items"].as_array().unwrap().len(), 1);
@@ -199,7 +200,9 @@ async fn paging_is_ordered_and_links_the_next_page_with_filters() {
 
     let dogs = s.get("/api/v1/pets?species=dog&limit=2").await;
     assert_eq!(dogs.body["total"], 4);
-    assert_eq!(dogs.header("link"), Some("</api/v1/pets?species=dog&limit=2&offset=2>; rel=\"next\""));
+    let second_dog = dogs.body["items"][1]["id"].as_i64().unwrap();
+    let next = format!("</api/v1/pets?species=dog&limit=2&offset=2&after={second_dog}>; rel=\"next\"");
+    assert_eq!(dogs.header("link"), Some(next.as_str()));
     let exact = s.get("/api/v1/pets?species=dog&limit=4").await;
     assert_eq!(exact.header("link"), None, "offset + items == total: no link");
 
@@ -207,10 +210,60 @@ async fn paging_is_ordered_and_links_the_next_page_with_filters() {
     assert_eq!(default.body["limit"], 20, "PAGINATION_LIMIT default");
 }
 
+/// The path and query of a `Link: <…>; rel="next"` header.
+fn next_of(link: Option<&str>) -> Option<String> {
+    let link = link?;
+    Some(link.strip_prefix('<')?.split_once(">; rel=\"next\"")?.0.to_string())
+}
+
+#[tokio::test]
+async fn the_next_link_is_a_cursor_that_walks_the_list_once_while_it_changes() {
+    let s = Server::start();
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        let species = if i % 3 == 0 { "cat" } else { "dog" };
+        ids.push(s.create_pet(&json!({"name": format!("p{i}"), "species": species})).await);
+    }
+    // Following the links gives what offset pages give, page by page.
+    let mut url = Some("/api/v1/pets?species=dog&limit=2".to_string());
+    let (mut seen, mut offset) = (Vec::new(), 0);
+    while let Some(next) = url {
+        let page = s.get(&next).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        assert_eq!(page.body["offset"], offset, "{next}");
+        assert_eq!(page.body["total"], 6, "{next}");
+        let by_offset = s.get(&format!("/api/v1/pets?species=dog&limit=2&offset={offset}")).await;
+        assert_eq!(page.body["items"], by_offset.body["items"], "{next}");
+        let items = page.body["items"].as_array().unwrap();
+        seen.extend(items.iter().map(|p| p["id"].as_i64().unwrap()));
+        offset += items.len();
+        url = next_of(page.header("link"));
+    }
+    let dogs: Vec<i64> = ids.iter().enumerate().filter(|(i, _)| i % 3 != 0).map(|(_, id)| *id).collect();
+    assert_eq!(seen, dogs);
+
+    // Rows deleted and added before the cursor while paging: the cursor
+    // neither repeats nor skips what is after it (an offset would).
+    let first = s.get("/api/v1/pets?limit=3").await;
+    let next = next_of(first.header("link")).expect("a next link");
+    assert_eq!(s.delete(&format!("/api/v1/pets/{}", ids[0])).await.status, 204);
+    let second = s.get(&next).await;
+    let second_ids: Vec<i64> = second.body["items"].as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect();
+    assert_eq!(second_ids, ids[3..6].to_vec(), "the page after the cursor, whatever was deleted before it");
+    let shifted = s.get("/api/v1/pets?limit=3&offset=3").await;
+    assert_eq!(shifted.body["items"][0]["id"], ids[4], "an offset page shifts when rows before it go");
+    // A cursor past the end: an empty page with the total, and no link.
+    let end = s.get(&format!("/api/v1/pets?after={}", ids[8])).await;
+    assert_eq!((end.body["items"].clone(), end.body["total"].clone()), (json!([]), json!(8)));
+    assert_eq!(end.header("link"), None);
+    // Data written before is all there.
+    assert_eq!(s.get("/api/v1/pets?limit=100").await.body["items"].as_array().unwrap().len(), 8);
+}
+
 #[tokio::test]
 async fn paging_parameters_are_checked() {
     let s = Server::start();
-    for q in ["limit=0", "limit=101", "limit=abc", "offset=-1", "offset=x", "status=lost"] {
+    for q in ["limit=0", "limit=101", "limit=abc", "offset=-1", "offset=x", "status=lost", "after=-1", "after=x"] {
         s.get(&format!("/api/v1/pets?{q}")).await.assert_error(400, "invalid_parameter");
     }
     assert_eq!(s.get("/api/v1/pets?limit=100").await.status, 200);

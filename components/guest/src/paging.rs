@@ -1,6 +1,12 @@
-//! Listings: `limit` and `offset` from the query, equality filters, the page
-//! body `{"items","total","limit","offset"}` and the `Link: rel="next"`
-//! header, for any record.
+//! Listings: `limit`, `offset` and the cursor `after` from the query,
+//! equality filters, the page body `{"items","total","limit","offset"}` and
+//! the `Link: rel="next"` header, for any record.
+//!
+//! Two ways to page, one order (by id). `offset` skips that many matching
+//! rows: the database still walks them, so a deep page costs in proportion
+//! to its depth. `after` (the `next` link carries it) starts after an id: an
+//! index seek, so any page costs what the first does. The link carries both,
+//! and `after` wins when both are given: `offset` then only numbers the page.
 
 use serde::Serialize;
 
@@ -13,6 +19,8 @@ use crate::http::{Request, Response};
 pub struct Page {
     pub limit: i64,
     pub offset: i64,
+    /// The cursor: only rows with a greater id.
+    pub after: Option<i64>,
 }
 
 impl Page {
@@ -35,21 +43,26 @@ impl Page {
                 _ => return Err(ApiError::invalid_parameter("offset", "must be an integer of 0 or more")),
             },
         };
-        Ok(Page { limit, offset })
+        let after = match req.query("after")? {
+            None => None,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if n >= 0 => Some(n),
+                _ => return Err(ApiError::invalid_parameter("after", "must be an id: an integer of 0 or more")),
+            },
+        };
+        Ok(Page { limit, offset, after })
     }
 
-    /// The `Link` header value for the next page, present exactly when
-    /// `offset + returned < total`; it keeps every other query parameter.
-    pub fn next_link(&self, req: &Request, returned: usize, total: i64) -> Option<String> {
+    /// The `Link` header value for the page after one that ended at id
+    /// `last` with `returned` items; it keeps every other query parameter.
+    pub fn next_link(&self, req: &Request, returned: usize, last: i64) -> String {
         let next = self.offset.saturating_add(returned as i64);
-        if next >= total {
-            return None;
-        }
         let mut query: Vec<String> =
-            req.raw_query_without(&["limit", "offset"]).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req.raw_query_without(&["limit", "offset", "after"]).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         query.push(format!("limit={}", self.limit));
         query.push(format!("offset={next}"));
-        Some(format!("<{}?{}>; rel=\"next\"", req.path, query.join("&")))
+        query.push(format!("after={last}"));
+        format!("<{}?{}>; rel=\"next\"", req.path, query.join("&"))
     }
 }
 
@@ -80,7 +93,11 @@ impl Filters {
     }
 
     fn sql(&self) -> String {
-        if self.conditions.is_empty() { String::new() } else { format!(" WHERE {}", self.conditions.join(" AND ")) }
+        Filters::clause(&self.conditions)
+    }
+
+    fn clause(conditions: &[String]) -> String {
+        if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) }
     }
 }
 
@@ -94,35 +111,59 @@ struct PageBody<T: Serialize> {
 }
 
 /// `200` with one page of `columns` from `table` (ordered by id) under
-/// `filters`, and `Link` to the next page when there is one. The total comes
-/// with the page, in one statement; only a page past the end asks again.
-pub fn list<T: FromRow + Serialize>(
+/// `filters`, and `Link` to the next page when more rows follow it. The
+/// total comes with the page, in one statement (only a page past the end
+/// asks again), and one row more than the page tells whether more follow.
+pub fn list<T: FromRow + Serialize + Keyed>(
     req: &Request,
     table: &str,
     columns: &str,
     filters: Filters,
 ) -> Result<Response, ApiError> {
     let page = Page::from_request(req)?;
-    let filter = filters.sql();
-    let count = format!("SELECT COUNT(*) FROM {table}{filter}");
+    let count = format!("SELECT COUNT(*) FROM {table}{}", filters.sql());
     let mut params = filters.params.clone();
-    let n = params.len();
-    params.extend([Value::Integer(page.limit), Value::Integer(page.offset)]);
-    let sql =
-        format!("SELECT {columns}, ({count}) FROM {table}{filter} ORDER BY id LIMIT ${} OFFSET ${}", n + 1, n + 2);
-    let rows: Vec<Counted<T>> = Db.all(&sql, &params)?;
+    let mut conditions = filters.conditions.clone();
+    let skip = match page.after {
+        Some(after) => {
+            params.push(Value::Integer(after));
+            conditions.push(format!("id > ${}", params.len()));
+            String::new()
+        }
+        None => {
+            params.push(Value::Integer(page.offset));
+            format!(" OFFSET ${}", params.len())
+        }
+    };
+    params.push(Value::Integer(page.limit + 1));
+    let sql = format!(
+        "SELECT {columns}, ({count}) FROM {table}{} ORDER BY id LIMIT ${}{skip}",
+        Filters::clause(&conditions),
+        params.len()
+    );
+    let mut rows: Vec<Counted<T>> = Db.all(&sql, &params)?;
     let total = match rows.first() {
         Some(first) => first.total,
-        None if page.offset == 0 => 0,
+        None if page.offset == 0 && page.after.is_none() => 0,
         None => Db.one(&count, &filters.params)?,
     };
+    let more = rows.len() as i64 > page.limit;
+    rows.truncate(page.limit as usize);
     let items: Vec<T> = rows.into_iter().map(|row| row.item).collect();
-    let link = page.next_link(req, items.len(), total);
+    let link = match items.last() {
+        Some(last) if more => Some(page.next_link(req, items.len(), last.id())),
+        _ => None,
+    };
     let resp = Response::json(200, &PageBody { items, total, limit: page.limit, offset: page.offset });
     Ok(match link {
         Some(link) => resp.header("link", link),
         None => resp,
     })
+}
+
+/// A listed record's id: where the next page starts.
+pub trait Keyed {
+    fn id(&self) -> i64;
 }
 
 /// A record, and the total its query counted in its last column.

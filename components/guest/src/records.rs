@@ -39,3 +39,15 @@ impl FromRow for Order {
         Order::from_row(&row)
     }
 }
+
+impl crate::paging::Keyed for Pet {
+    fn id(&self) -> i64 {
+        self.id
+    }
+}
+
+impl crate::paging::Keyed for Order {
+    fn id(&self) -> i64 {
+        self.id
+    }
+}
