@@ -31,6 +31,7 @@ test_modules!(
     metrics,
     orders,
     pets,
+    plans,
     postgres,
     races,
     recovery,

@@ -84,6 +84,10 @@ impl Filters {
     }
 
     /// A condition on `$n`, the placeholder it is given, when a value is given.
+    /// Where it reads another table by id, it can say `COLUMN {after}`:
+    /// with a cursor that becomes `COLUMN > <the cursor>`, so the other
+    /// table's index seeks to the page too (a database does not carry
+    /// `id > …` across `id = COLUMN` by itself).
     pub fn condition(mut self, sql: impl FnOnce(usize) -> String, value: Option<&str>) -> Filters {
         if let Some(value) = value {
             self.params.push(Value::Text(value.to_string()));
@@ -93,11 +97,15 @@ impl Filters {
     }
 
     fn sql(&self) -> String {
-        Filters::clause(&self.conditions)
+        Filters::clause(&self.conditions, "IS NOT NULL")
     }
 
-    fn clause(conditions: &[String]) -> String {
-        if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) }
+    /// `WHERE` and the conditions, with `{after}` made `after`.
+    fn clause(conditions: &[String], after: &str) -> String {
+        if conditions.is_empty() {
+            return String::new();
+        }
+        format!(" WHERE {}", conditions.join(" AND ").replace("{after}", after))
     }
 }
 
@@ -124,21 +132,21 @@ pub fn list<T: FromRow + Serialize + Keyed>(
     let count = format!("SELECT COUNT(*) FROM {table}{}", filters.sql());
     let mut params = filters.params.clone();
     let mut conditions = filters.conditions.clone();
-    let skip = match page.after {
+    let (skip, after) = match page.after {
         Some(after) => {
             params.push(Value::Integer(after));
             conditions.push(format!("id > ${}", params.len()));
-            String::new()
+            (String::new(), format!("> ${}", params.len()))
         }
         None => {
             params.push(Value::Integer(page.offset));
-            format!(" OFFSET ${}", params.len())
+            (format!(" OFFSET ${}", params.len()), "IS NOT NULL".to_string())
         }
     };
     params.push(Value::Integer(page.limit + 1));
     let sql = format!(
         "SELECT {columns}, ({count}) FROM {table}{} ORDER BY id LIMIT ${}{skip}",
-        Filters::clause(&conditions),
+        Filters::clause(&conditions, &after),
         params.len()
     );
     let mut rows: Vec<Counted<T>> = Db.all(&sql, &params)?;

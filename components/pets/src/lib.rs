@@ -94,7 +94,11 @@ fn list(req: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::invalid_parameter("status", format!("must be one of: {}", PET_STATUSES.join(", "))));
     }
     let filters = Filters::new().equal("status", status).equal("species", req.query("species")?).condition(
-        |n| format!("EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${n})"),
+        |n| {
+            format!(
+                "EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${n} AND t.pet_id {{after}})"
+            )
+        },
         req.query("tag")?,
     );
     paging::list::<Pet>(req, "pets", PET_COLUMNS, filters)
