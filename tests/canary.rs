@@ -142,10 +142,11 @@ async fn a_failing_canary_is_rolled_back_on_every_host_by_itself() {
     let hosts = [&a, &b, &c];
     let stable = digest(&status(&a, "versioned").await);
     let pet = a.create_pet(&json!({"name": "Rex", "species": "dog"})).await;
-    let traffic = Traffic::start(&hosts, "/api/v1/versioned", 4);
+    let traffic = Traffic::start(&hosts, "/api/v1/versioned", 2);
     let (mut decided, mut back, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     let (mut canary, mut previous) = (String::new(), Value::Null);
-    for round in 0..10 {
+    // bench/fleet --canary measures more rounds; these show it holds.
+    for round in 0..3 {
         let put_at = Instant::now();
         let put = start_canary(hosts[round % 3], "failing.wasm", "50").await;
         assert_eq!(put.status, 200, "{}", put.text);
@@ -184,7 +185,7 @@ async fn a_failing_canary_is_rolled_back_on_every_host_by_itself() {
     }
     let samples = traffic.stop().await;
     println!(
-        "failing canary at 50% on 3 hosts, 10 runs: PUT → rollback seen median {:?} max {:?}; PUT → last canary answer on any host median {:?} max {:?}; failed requests per run {failed:?} of {} requests in all",
+        "failing canary at 50% on 3 hosts, 3 runs: PUT → rollback seen median {:?} max {:?}; PUT → last canary answer on any host median {:?} max {:?}; failed requests per run {failed:?} of {} requests in all",
         median(decided.clone()),
         decided.iter().max().unwrap(),
         median(back.clone()),

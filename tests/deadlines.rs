@@ -91,8 +91,10 @@ async fn statements_that_never_end_stop_with_their_504s_and_free_every_connectio
         // Within a second, none of those statements runs any more.
         let base = std::env::var("PETSTORE_TEST_POSTGRES").expect("a PostgreSQL server");
         let running = || {
+            // This server's database only: other tests sleep in theirs.
+            let database = s.database_url.rsplit('/').next().unwrap_or_default();
             let sql = format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = '{COMPONENT_ROLE}' \
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = '{COMPONENT_ROLE}' AND datname = '{database}' \
                  AND (query LIKE '%pg_sleep%' OR query LIKE '%RECURSIVE%') AND state <> 'idle'"
             );
             let out = std::process::Command::new("psql").arg(&base).args(["-tAc", &sql]).output().expect("psql");
