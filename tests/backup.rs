@@ -64,6 +64,8 @@ async fn an_export_imported_elsewhere_exports_the_same_records() {
     assert_eq!(restored.get("/api/v1/pets/3").await.body["tags"], json!(["a", "t2"]));
     assert_eq!(restored.get("/api/v1/pets?tag=t1").await.body["total"], 1, "the tag index was rebuilt");
     assert_eq!(restored.create_pet(&json!({"name": "new", "species": "cat"})).await, 4);
+    // The counts behind the totals and the inventory were made with the rows.
+    crate::counts::assert_counts_exact(&restored).await;
 }
 
 #[tokio::test]
@@ -82,6 +84,7 @@ async fn import_refuses_a_database_with_data_unless_told_to_replace() {
     assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
     assert_eq!(s.get(&format!("/api/v1/pets/{extra}")).await.status, 404);
     assert_eq!(s.get("/api/v1/pets").await.body["total"], 3);
+    crate::counts::assert_counts_exact(&s).await;
 }
 
 #[tokio::test]

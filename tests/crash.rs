@@ -2,7 +2,7 @@
 //! with SIGKILL, and after a restart on the same database every create and
 //! update that was answered 2xx is there. A write in flight at the kill may
 //! or may not have landed, but never half (a pet with its tags, an order
-//! with its pet's status). Runs on SQLite, and on PostgreSQL in
+//! with its pet's status, a write with its counts). Runs on SQLite, and on PostgreSQL in
 //! scripts/test's second pass.
 
 use std::collections::HashMap;
@@ -111,6 +111,9 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write() {
     let inventory = second.get("/api/v1/store/inventory").await.body;
     let orders = second.get("/api/v1/orders").await.body["total"].as_i64().unwrap_or(-1);
     assert_eq!(inventory["pending"].as_i64(), Some(orders), "{inventory}");
+    // The counts behind every total and the inventory were written with
+    // their rows: none is off by what was in flight.
+    crate::counts::assert_counts_exact(&second).await;
     println!(
         "killed under load: {} pets and {} orders acknowledged, all there ({} writes were in flight)",
         ledger.acknowledged.len(),

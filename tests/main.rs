@@ -22,6 +22,7 @@ test_modules!(
     artifacts,
     backup,
     canary,
+    counts,
     crash,
     db_errors,
     deadlines,

@@ -226,8 +226,9 @@ async fn the_next_link_is_a_cursor_that_walks_the_list_once_while_it_changes() {
         ids.push(s.create_pet(&json!({"name": format!("p{i}"), "species": species, "tags": tags})).await);
     }
     // Following the links gives what offset pages give, page by page.
-    let filters: [(&str, i64, fn(usize) -> bool); 2] =
-        [("species=dog", 6, |i| i % 3 != 0), ("tag=even", 5, |i| i % 2 == 0)];
+    // (filter, total, which of the pets made above it matches)
+    type Walk = (&'static str, i64, fn(usize) -> bool);
+    let filters: [Walk; 2] = [("species=dog", 6, |i| i % 3 != 0), ("tag=even", 5, |i| i % 2 == 0)];
     for (filter, total, expected) in filters {
         let mut url = Some(format!("/api/v1/pets?{filter}&limit=2"));
         let (mut seen, mut offset) = (Vec::new(), 0);

@@ -241,11 +241,14 @@ fn lay_out_components(to: &Path, test_routes: &[(String, String, String)]) {
             entries.insert(prefix.clone(), format!("{name}.wasm").into());
         }
         // Test components may use the service's tables (SQLite checks the
-        // foreign keys of pets against orders for whoever writes it), and
+        // foreign keys of pets against orders for whoever writes it, and the
+        // triggers that count pets and orders write as the writer), and
         // nothing else: the catalog, the host's tables and the registry
         // stay out of reach, which the sandbox tests attack.
         if let Some(entries) = section(&mut routes, "tables") {
-            entries.insert(name.clone(), toml::Value::Array(["pets", "pet_tags", "orders"].map(Into::into).into()));
+            let tables =
+                ["pets", "pet_tags", "orders", "pet_status_counts", "pet_species_counts", "order_status_counts"];
+            entries.insert(name.clone(), toml::Value::Array(tables.map(Into::into).into()));
         }
     }
     std::fs::write(to.join("routes.toml"), toml::to_string(&routes).expect("TOML")).expect("write routes.toml");

@@ -93,15 +93,19 @@ fn list(req: &Request) -> Result<Response, ApiError> {
     if status.is_some_and(|s| !PET_STATUSES.contains(&s)) {
         return Err(ApiError::invalid_parameter("status", format!("must be one of: {}", PET_STATUSES.join(", "))));
     }
-    let filters = Filters::new().equal("status", status).equal("species", req.query("species")?).condition(
-        |n| {
-            format!(
-                "EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${n} AND t.pet_id {{after}})"
-            )
-        },
-        req.query("tag")?,
-    );
-    paging::list::<Pet>(req, "pets", PET_COLUMNS, filters)
+    let (species, tag) = (req.query("species")?, req.query("tag")?);
+    let tagged = |n| {
+        format!("EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag = ${n} AND t.pet_id {{after}})")
+    };
+    let filters = Filters::new().equal("status", status).equal("species", species).condition(tagged, tag);
+    // The triggers count pets by status and by species and status; a tag's
+    // pets are counted (through its index).
+    let counts = match (species, tag) {
+        (_, Some(_)) => None,
+        (Some(_), None) => Some("pet_species_counts"),
+        (None, None) => Some("pet_status_counts"),
+    };
+    paging::list::<Pet>(req, "pets", PET_COLUMNS, filters, counts)
 }
 
 fn get(id: i64) -> Result<Response, ApiError> {

@@ -16,6 +16,7 @@ const BATCH: usize = 500;
 /// database, in one transaction.
 pub async fn import(db: &Database, input: impl BufRead, size: u64, replace: bool) -> Result<Counts, BackupError> {
     let mut tx = db.begin().await?;
+    tx.before_restore().await?;
     let (pets, orders) = (count(&mut tx, "pets").await?, count(&mut tx, "orders").await?);
     if pets + orders > 0 {
         if !replace {

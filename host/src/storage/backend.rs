@@ -49,8 +49,15 @@ pub trait BackendTransaction: Send {
 
     async fn commit(self: Box<Self>) -> Result<(), DbError>;
 
+    /// Before a restore writes many rows: what the backend does per row
+    /// that a restore does better once, at its end, it may skip.
+    async fn before_restore(&mut self) -> Result<(), DbError> {
+        Ok(())
+    }
+
     /// After rows were inserted with explicit ids (a restore), make the next
-    /// generated id follow the largest one.
+    /// generated id follow the largest one (and catch up on what
+    /// `before_restore` skipped).
     async fn after_restore(&mut self) -> Result<(), DbError> {
         Ok(())
     }

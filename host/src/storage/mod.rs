@@ -272,8 +272,13 @@ impl Transaction {
         self.0.execute(sql, params).await
     }
 
+    /// Before a restore writes its rows (see [`Transaction::after_restore`]).
+    pub async fn before_restore(&mut self) -> Result<(), DbError> {
+        self.0.before_restore().await
+    }
+
     /// After rows were inserted with explicit ids (a restore), make the next
-    /// generated id follow the largest one.
+    /// generated id follow the largest one, and bring the counts up to date.
     pub async fn after_restore(&mut self) -> Result<(), DbError> {
         self.0.after_restore().await
     }
