@@ -17,7 +17,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// functions that take the second (which could block the host's own
 /// locks: migrations, grants): one still there has found a way around
 /// them. The host's role is a member of the component role (the DBA's
-/// script), which lets it.
+/// script), which lets it. Only backends of its own database: another
+/// service on the server is its own host's to watch.
 pub(super) async fn end_overdue_backends(host: PgPool, role: String, statement_timeout: Duration) {
     let overdue = (statement_timeout + Duration::from_secs(1)).as_secs_f64();
     let mut failing = false;
@@ -25,7 +26,7 @@ pub(super) async fn end_overdue_backends(host: PgPool, role: String, statement_t
         tokio::time::sleep(SWEEP_EVERY).await;
         let ended = sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity a \
-             WHERE usename = $1 AND ((state <> 'idle' AND state_change < now() - make_interval(secs => $2)) \
+             WHERE usename = $1 AND datname = current_database() AND ((state <> 'idle' AND state_change < now() - make_interval(secs => $2)) \
              OR EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'))",
         )
         .bind(&role)
