@@ -179,8 +179,13 @@ impl Registry {
     }
 }
 
-/// The running canary of `name`, its row locked until `tx` ends.
+/// The running canary of `name`, its row (and its component's active row)
+/// locked until `tx` ends.
 async fn lock_running(tx: &mut Transaction, name: &str) -> Result<Option<CanaryStatus>, DbError> {
+    // The component's active row first, as an upload or an activation
+    // takes it first: one order, so they wait for each other instead of
+    // deadlocking.
+    tx.execute("UPDATE component_active SET name = name WHERE name = $1", vec![Value::Text(name.into())]).await?;
     let locked = tx
         .query(
             "UPDATE component_canary SET state = state WHERE name = $1 AND state = 'running' RETURNING name",
@@ -348,7 +353,11 @@ impl Fleet {
             }
             Err(err) => {
                 tracing::warn!(component = name, digest = wanted.digest, error = %err, "cannot load the canary; the stable version serves every request here");
-                // Not loaded: counted as not running here, so it is tried once per sync.
+                // Not an older canary either (one the registry replaced):
+                // the stable version alone, and nothing counted; tried
+                // again at the next sync.
+                let _ = self.runtime.set_canary(name, None);
+                self.canary_counts.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
             }
         }
     }
@@ -367,16 +376,35 @@ impl Fleet {
 
     /// Promote the running canary of `name` now, by hand.
     pub async fn promote_canary(&self, name: &str) -> Result<(), FleetError> {
+        self.known(name)?;
         let decided = self.registry.decide(name, |_| Verdict::Promote("promoted by hand".into())).await?;
         decided.map(drop).ok_or_else(|| FleetError::Canary(CanaryError::NotRunning(name.into())))?;
-        self.sync().await
+        self.sync_after_decision().await;
+        Ok(())
     }
 
     /// Abort the running canary of `name` now, by hand.
     pub async fn abort_canary(&self, name: &str) -> Result<(), FleetError> {
+        self.known(name)?;
         if !self.registry.abort(name, "aborted by hand").await? {
             return Err(FleetError::Canary(CanaryError::NotRunning(name.into())));
         }
-        self.sync().await
+        self.sync_after_decision().await;
+        Ok(())
+    }
+
+    fn known(&self, name: &str) -> Result<(), FleetError> {
+        match self.runtime.component(name) {
+            Some(_) => Ok(()),
+            None => Err(FleetError::Unknown(name.into())),
+        }
+    }
+
+    /// Act on a decision committed here at once; a failure only leaves it
+    /// to the next sync (the decision stands: never answered as failed).
+    async fn sync_after_decision(&self) {
+        if let Err(err) = self.sync().await {
+            tracing::warn!(error = %err, "cannot act on the canary decision yet; the next sync will");
+        }
     }
 }

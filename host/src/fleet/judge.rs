@@ -3,14 +3,21 @@
 //! roll it back, promote it, or keep watching.
 //!
 //! The rule. A canary is rolled back as soon as the data say, with 95 %
-//! confidence, that it is worse than an objective: the one-sided 95 %
-//! Wilson lower bound of its error rate is over `CANARY_MAX_ERROR_RATE`,
-//! or that of its share of slow answers is over 5 % (its p95 is then over
-//! `CANARY_MAX_P95_MS`). Wilson's bound, unlike the normal approximation,
-//! holds for small samples and for rates near 0 and 1, which is exactly
-//! where a canary starts: a version that fails every request is rolled
-//! back on its first failure (1 of 1 gives a bound of 27 %), while a
-//! healthy one with a rare failure (1 in 200) is not (its bound is 0.11 %).
+//! confidence, that it is worse than an objective: it failed at least
+//! [`MIN_EVIDENCE`] requests and the one-sided 95 % Wilson lower bound of
+//! its error rate is over `CANARY_MAX_ERROR_RATE`, or the same holds for
+//! its slow answers against 5 % (its p95 is then over `CANARY_MAX_P95_MS`).
+//! Wilson's bound, unlike the normal approximation, holds for small samples
+//! and for rates near 0 and 1, which is exactly where a canary starts: a
+//! version that fails every request is rolled back on its third failure
+//! (3 of 3 gives a bound of 52 %), while a healthy one with a rare failure
+//! (1 in 200) is not (its bound is 0.11 %). The minimum of three failures
+//! is there because the judge looks again every tick: one unlucky 503
+//! among a healthy canary's first twenty requests (1 of 20: a bound of
+//! 1.1 %) would otherwise roll back about one canary in eight that fails
+//! 0.5 % of its requests before it reaches 100; with three, about one in
+//! seventy (simulated: 12 % and 1.4 %), and a failing one costs two more
+//! failed requests.
 //! It is promoted once it has served `CANARY_MIN_REQUESTS` with its
 //! measured error rate and slow share within the objectives; one that has
 //! neither after `CANARY_MAX_S` is rolled back (abandoned).
@@ -24,6 +31,9 @@ const Z: f64 = 1.6449;
 
 /// The share of answers that may be slower than the p95 objective.
 const SLOW_SHARE: f64 = 0.05;
+
+/// Failed (or slow) requests a rollback needs at least.
+pub const MIN_EVIDENCE: u64 = 3;
 
 /// What a canary must meet (`CANARY_*`).
 #[derive(Debug, Clone)]
@@ -46,7 +56,7 @@ pub fn judge(counts: Counts, elapsed: Duration, objectives: &Objectives) -> Verd
     let n = counts.requests;
     let p95_ms = objectives.max_p95.as_millis();
     let error_bound = lower_bound(counts.errors, n);
-    if error_bound > objectives.max_error_rate {
+    if counts.errors >= MIN_EVIDENCE && error_bound > objectives.max_error_rate {
         return Verdict::RollBack(format!(
             "{} of {n} requests failed ({}); with 95% confidence its error rate is at least {}, over CANARY_MAX_ERROR_RATE {}",
             counts.errors,
@@ -56,7 +66,7 @@ pub fn judge(counts: Counts, elapsed: Duration, objectives: &Objectives) -> Verd
         ));
     }
     let slow_bound = lower_bound(counts.slow, n);
-    if slow_bound > SLOW_SHARE {
+    if counts.slow >= MIN_EVIDENCE && slow_bound > SLOW_SHARE {
         return Verdict::RollBack(format!(
             "{} of {n} requests took over {p95_ms} ms ({}); with 95% confidence over 5% do, so its p95 is over CANARY_MAX_P95_MS {p95_ms}",
             counts.slow,
@@ -144,10 +154,19 @@ mod tests {
     }
 
     #[test]
-    fn a_version_that_fails_every_request_is_rolled_back_on_its_first_failure() {
+    fn a_version_that_fails_every_request_is_rolled_back_on_its_third_failure() {
         assert_eq!(verdict(0, 0, 0), Verdict::Watch);
-        let Verdict::RollBack(reason) = verdict(1, 1, 0) else { panic!("not rolled back") };
-        assert!(reason.starts_with("1 of 1 requests failed (100.00%)"), "{reason}");
+        assert_eq!(verdict(2, 2, 0), Verdict::Watch);
+        let Verdict::RollBack(reason) = verdict(3, 3, 0) else { panic!("not rolled back") };
+        assert!(reason.starts_with("3 of 3 requests failed (100.00%)"), "{reason}");
+    }
+
+    #[test]
+    fn one_unlucky_failure_early_does_not_roll_a_healthy_version_back() {
+        // 1 of 20 alone would put the bound over 1 %.
+        assert!(lower_bound(1, 20) > 0.01);
+        assert_eq!(verdict(20, 1, 0), Verdict::Watch);
+        assert_eq!(verdict(20, 2, 0), Verdict::Watch);
     }
 
     #[test]

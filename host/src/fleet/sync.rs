@@ -30,6 +30,7 @@ impl Fleet {
     pub async fn run(self: Arc<Self>) {
         let mut woken = self.registry.database().subscribe(registry::CHANNEL);
         loop {
+            let synced_at = tokio::time::Instant::now();
             let wait = match self.sync().await {
                 // A canary is judged every tick, so a bad one ends fast.
                 Ok(()) if self.runs_a_canary() => self.settings.sync_every.min(CANARY_TICK),
@@ -52,7 +53,10 @@ impl Fleet {
                         break;
                     }
                     () = self.runtime.canary_failed() => {
-                        if self.condemned_here() {
+                        // At most one early judgement per tenth of a tick:
+                        // a canary this replica condemns but the fleet
+                        // does not yet must not make every failure a sync.
+                        if self.condemned_here() && synced_at.elapsed() >= CANARY_TICK / 10 {
                             break;
                         }
                     }

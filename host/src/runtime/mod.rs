@@ -216,6 +216,8 @@ impl Runtime {
             && old.loaded.digest != slot.stable().digest
         {
             self.served(name, &old.loaded.digest, false);
+            // Its idle instances would hold warm slots until the next swap.
+            self.warm.clear(name);
             tracing::info!(component = name, digest = old.loaded.digest, "canary ended");
         }
         Ok(())
