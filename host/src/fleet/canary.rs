@@ -28,9 +28,8 @@ pub const CANARY_TICK: Duration = Duration::from_millis(250);
 pub(super) struct Counting {
     /// The canary's start: its id in the registry.
     started_ms: i64,
-    /// The version's tally when it started serving as this canary here.
-    baseline: Counts,
-    /// Its tally as last added to the registry's counts.
+    /// Its tally as last added to the registry's counts (when it started
+    /// serving as this canary here, at first).
     flushed: Counts,
 }
 
@@ -336,13 +335,13 @@ impl Fleet {
         };
         match loaded {
             Ok(loaded) => {
-                let baseline = loaded.tally.read();
+                let counted = loaded.tally.read();
                 let canary = Canary { loaded, percent: wanted.percent };
                 if self.runtime.set_canary(name, Some(canary)).is_ok() {
-                    self.canary_counts.lock().unwrap_or_else(PoisonError::into_inner).insert(
-                        name.to_string(),
-                        Counting { started_ms: wanted.started_ms, baseline, flushed: baseline },
-                    );
+                    self.canary_counts
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(name.to_string(), Counting { started_ms: wanted.started_ms, flushed: counted });
                     tracing::info!(
                         component = name,
                         digest = wanted.digest,
@@ -360,18 +359,6 @@ impl Fleet {
                 self.canary_counts.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
             }
         }
-    }
-
-    /// Whether what this replica alone counted for a canary it serves
-    /// already condemns it: then the fleet's judge should not wait for the
-    /// next tick (a failing canary is judged on its first failures).
-    pub(super) fn condemned_here(&self) -> bool {
-        let counting = self.canary_counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counting.iter().any(|(name, counting)| {
-            let Some(canary) = self.runtime.canary(name) else { return false };
-            let here = canary.loaded.tally.read().since(counting.baseline);
-            matches!(judge(here, Duration::ZERO, &self.settings.objectives), Verdict::RollBack(_))
-        })
     }
 
     /// Promote the running canary of `name` now, by hand.

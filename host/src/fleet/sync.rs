@@ -41,7 +41,7 @@ impl Fleet {
                 }
             };
             // Until the wait is over, a notification comes, or a canary
-            // served here fails badly enough to be judged now.
+            // served here fails (the fleet's counts are then judged now).
             let until = tokio::time::Instant::now() + wait;
             loop {
                 tokio::select! {
@@ -54,9 +54,9 @@ impl Fleet {
                     }
                     () = self.runtime.canary_failed() => {
                         // At most one early judgement per tenth of a tick:
-                        // a canary this replica condemns but the fleet
-                        // does not yet must not make every failure a sync.
-                        if self.condemned_here() && synced_at.elapsed() >= CANARY_TICK / 10 {
+                        // a canary that fails now and then must not make
+                        // every failure a sync.
+                        if synced_at.elapsed() >= CANARY_TICK / 10 {
                             break;
                         }
                     }
