@@ -63,8 +63,7 @@ pub fn admin_router(admin: Arc<Admin>) -> Router {
         .route("/admin/components", get(list))
         .route("/admin/components/{name}", put(upload))
         .route("/admin/components/{name}/active", put(activate))
-        .route("/admin/components/{name}/canary/promote", post(promote))
-        .route("/admin/components/{name}/canary/abort", post(abort))
+        .route("/admin/components/{name}/canary/{action}", post(decide_canary))
         .method_not_allowed_fallback(|| async { HttpError::MethodNotAllowed("GET, PUT, POST") })
         .fallback(|| async { HttpError::NotFound })
         .with_state(admin)
@@ -174,27 +173,21 @@ fn canary_percent(query: Option<&str>) -> Result<Option<u8>, HttpError> {
     }
 }
 
-/// Make the running canary of `name` the active version everywhere, now.
-async fn promote(
+/// `promote`: make the running canary of `name` the active version
+/// everywhere, now; `abort`: end it everywhere, now.
+async fn decide_canary(
     State(admin): State<Arc<Admin>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(name): Path<String>,
+    Path((name, action)): Path<(String, String)>,
     req: Request,
 ) -> Result<Response, HttpError> {
     authorized_body(&admin, peer, req, SMALL_LIMIT).await?;
-    admin.fleet.promote_canary(&name).await.map_err(fleet_error)?;
-    canary_answer(&admin, &name).await
-}
-
-/// End the running canary of `name` everywhere, now.
-async fn abort(
-    State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Result<Response, HttpError> {
-    authorized_body(&admin, peer, req, SMALL_LIMIT).await?;
-    admin.fleet.abort_canary(&name).await.map_err(fleet_error)?;
+    let decided = match action.as_str() {
+        "promote" => admin.fleet.promote_canary(&name).await,
+        "abort" => admin.fleet.abort_canary(&name).await,
+        _ => return Err(HttpError::NotFound),
+    };
+    decided.map_err(fleet_error)?;
     canary_answer(&admin, &name).await
 }
 
