@@ -68,9 +68,31 @@ pub async fn assert_counts_exact(s: &Server) {
     }
 }
 
+/// pet_tags holds the tags of the pets there are, and nothing else (the
+/// triggers keep it as pets are written and deleted), read through the
+/// test component that runs SQL.
+async fn assert_tags_in_step(s: &Server) {
+    let pets = every(s, "/api/v1/pets").await;
+    let mut by_tag: HashMap<String, i64> = HashMap::new();
+    for tag in pets.iter().flat_map(|p| p["tags"].as_array().cloned().unwrap_or_default()) {
+        *by_tag.entry(tag.as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    for (tag, pets) in &by_tag {
+        assert_eq!(total(s, &format!("/api/v1/pets?tag={tag}")).await, *pets, "pets tagged {tag}");
+    }
+    let count = |sql: &'static str| async move {
+        let answer = s.post("/api/v1/misbehave/sql", &json!({"statements": [{"sql": sql, "query": true}]})).await;
+        assert_eq!(answer.status, 200, "{sql}: {}", answer.text);
+        answer.body["rows"][0][0].as_i64().unwrap_or(-1)
+    };
+    assert_eq!(count("SELECT count(*) FROM pet_tags").await, by_tag.values().sum::<i64>(), "one row per tag of a pet");
+    let orphans = count("SELECT count(*) FROM pet_tags t WHERE NOT EXISTS (SELECT 1 FROM pets p WHERE p.id = t.pet_id)");
+    assert_eq!(orphans.await, 0, "no row of a deleted pet");
+}
+
 #[tokio::test]
 async fn totals_and_the_inventory_stay_exact_under_concurrent_writes() {
-    let s = Server::start();
+    let s = Server::builder().with_misbehave().start();
     let species = ["cat", "dog", "parrot"];
     // 60 pets made by 12 clients at once.
     let made = join_all((0..60).map(|i| {
@@ -101,7 +123,9 @@ async fn totals_and_the_inventory_stay_exact_under_concurrent_writes() {
                     s.delete(&format!("/api/v1/pets/{id}")).await;
                 }
                 3 => {
-                    s.send("PUT", &format!("/api/v1/pets/{id}"), &json!({"name": "moved", "species": "ferret"})).await;
+                    let tags = if i % 2 == 0 { json!([]) } else { json!(["u", "t"]) };
+                    let body = json!({"name": "moved", "species": "ferret", "tags": tags});
+                    s.send("PUT", &format!("/api/v1/pets/{id}"), &body).await;
                 }
                 _ => {
                     s.create_pet(&json!({"name": "late", "species": species[i % 3]})).await;
@@ -111,6 +135,7 @@ async fn totals_and_the_inventory_stay_exact_under_concurrent_writes() {
     });
     join_all(writes).await;
     assert_counts_exact(&s).await;
+    assert_tags_in_step(&s).await;
     // The pets written before are all there: 60 made, 12 deleted, 12 more made.
     assert_eq!(total(&s, "/api/v1/pets").await, 60);
     assert_eq!(total(&s, "/api/v1/pets?species=ferret").await, 12);

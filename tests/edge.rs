@@ -59,6 +59,36 @@ async fn a_valid_request_id_is_echoed_and_logged() {
 }
 
 #[tokio::test]
+async fn every_error_body_names_its_request_and_other_bodies_are_untouched() {
+    let s = Server::start();
+    let kept = s.create_pet(&json!({"name": "Kept", "species": "cat"})).await;
+    // A component's error (404, 422), the host's (no route, 405), and one
+    // the edge refuses before any handler (a body too large).
+    let errors = [
+        s.get("/api/v1/pets/999999").await,
+        s.post("/api/v1/pets", &json!({"name": ""})).await,
+        s.get("/nope").await,
+        s.post("/api/v1/health", &json!({})).await,
+        Answer::read(
+            s.client.post(s.url("/api/v1/pets")).header("content-type", "application/json")
+                .body(padded_body(65_537)).send().await.unwrap(),
+        )
+        .await,
+    ];
+    for a in errors {
+        let id = a.header("x-request-id").expect("a request id").to_string();
+        assert_eq!(a.body["error"]["request_id"], id.as_str(), "{} {}", a.status, a.body);
+        assert!(a.body["error"]["code"].is_string() && a.body["error"]["message"].is_string(), "{}", a.body);
+        assert!(a.body["error"].get("trace_id").is_none(), "no trace without OpenTelemetry: {}", a.body);
+    }
+    let invalid = s.post("/api/v1/pets", &json!({"name": ""})).await;
+    assert!(invalid.body["error"]["details"].is_array(), "a 422 keeps its details: {}", invalid.body);
+    let ok = s.get(&format!("/api/v1/pets/{kept}")).await;
+    assert_eq!(ok.status, 200, "what was written before is still there");
+    assert!(ok.body.get("error").is_none() && ok.body.get("request_id").is_none(), "{}", ok.body);
+}
+
+#[tokio::test]
 async fn an_invalid_request_id_is_replaced() {
     let s = Server::start();
     for bad in ["x".repeat(129), "has space".to_string(), "tab\there".to_string()] {

@@ -135,6 +135,7 @@ async fn a_request_without_a_traceparent_starts_a_trace_and_a_failed_one_is_mark
     .await;
     let trace = line["trace_id"].as_str().expect("a trace id in the log line").to_string();
     assert_eq!(trace.len(), 32);
+    assert_eq!(resp.body["error"]["trace_id"], trace.as_str(), "the error body names the trace: {}", resp.body);
     let spans = collector.trace(&trace, "GET /api/v1/pets").await;
     let [edge] = named(&spans, "GET /api/v1/pets")[..] else { panic!("one edge span: {spans:#?}") };
     assert!(edge.get("parentSpanId").is_none_or(|p| p == ""), "a root span: {edge}");
@@ -143,7 +144,8 @@ async fn a_request_without_a_traceparent_starts_a_trace_and_a_failed_one_is_mark
 
     // A request that fails: its edge span is an error, and the warning the
     // host logs about it names its trace as the access line does.
-    assert_eq!(s.get("/api/v1/misbehave/trap").await.status, 500);
+    let trapped = s.get("/api/v1/misbehave/trap").await;
+    trapped.assert_error(500, "component_failed");
     let (access, warning) = eventually("the lines of the trapped request", Duration::from_secs(5), || async {
         let logs = s.logs();
         let access = logs.iter().find(|l| l["message"] == "request" && l["path"] == "/api/v1/misbehave/trap")?;
@@ -153,6 +155,7 @@ async fn a_request_without_a_traceparent_starts_a_trace_and_a_failed_one_is_mark
     .await;
     let trace = access["trace_id"].as_str().expect("trace id").to_string();
     assert_eq!(warning["trace_id"], trace.as_str());
+    assert_eq!(trapped.body["error"]["trace_id"], trace.as_str(), "a host-made error body too");
     let spans = collector.trace(&trace, "GET /api/v1/misbehave").await;
     let [edge] = named(&spans, "GET /api/v1/misbehave")[..] else { panic!("one edge span: {spans:#?}") };
     assert_eq!(edge["status"]["code"], 2, "STATUS_CODE_ERROR: {edge}");

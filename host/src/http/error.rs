@@ -1,7 +1,10 @@
 //! The host's own error answers, and the one place where every host-side
 //! failure becomes an HTTP response: `{"error":{"code","message"}}`.
-//! Internal detail is logged where it happens, never put in a body.
+//! Internal detail is logged where it happens, never put in a body. Every
+//! error answer, the host's or a component's, leaves with its request's
+//! context added here ([`with_context`]).
 
+use axum::body::{Body, to_bytes};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use thiserror::Error;
@@ -118,4 +121,43 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut resp = (status, body.to_string()).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     resp
+}
+
+/// An error body is small: one larger than this is not one of ours and
+/// leaves as it came.
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// An error answer (a 4xx or 5xx whose body is `{"error":{…}}`) with the
+/// request's context in its `error`: `request_id` (the `X-Request-Id`
+/// header) and, when the request is traced, `trace_id`, so that a client
+/// reporting a failure names the log lines and the trace behind it. Any
+/// other answer is returned as it is, its body untouched.
+pub async fn with_context(resp: Response, request_id: &str, trace_id: Option<String>) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) || !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = to_bytes(body, ERROR_BODY_MAX).await else {
+        // Too large to be an error body (or cut off): not rewritten, and
+        // what was read cannot be put back.
+        return HttpError::Internal.into_response();
+    };
+    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    let Some(error) = value.get_mut("error").and_then(|e| e.as_object_mut()) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    error.insert("request_id".into(), request_id.into());
+    if let Some(trace_id) = trace_id {
+        error.insert("trace_id".into(), trace_id.into());
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(value.to_string()))
 }

@@ -13,6 +13,7 @@ use http::Method;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use super::error;
 use super::request_id::X_REQUEST_ID;
 use crate::telemetry::{Metrics, traces};
 
@@ -88,10 +89,11 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Ne
             span.record("otel.status_code", "ERROR");
         }
     }
+    let trace_id = traces::trace_id(&span);
     tracing::info!(
         target: "access",
         request_id,
-        trace_id = traces::trace_id(&span),
+        trace_id,
         method,
         path,
         route,
@@ -100,7 +102,7 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, req: Request, next: Ne
         latency_ms = elapsed * 1000.0,
         "request"
     );
-    resp
+    error::with_context(resp, &request_id, trace_id).await
 }
 
 /// Known methods by name; anything else as `other`, so a client cannot

@@ -19,6 +19,12 @@
 //! as its database's lexer reads it (`statement.rs`; on PostgreSQL with
 //! `standard_conforming_strings` on, which the component role's connections
 //! set and cannot change).
+//!
+//! A statement that passes also gets a [`Session`] verdict: whether it
+//! surely leaves its session as it found it (it calls no function but a
+//! few known ones), or may not (any other function: one the list above
+//! missed could change a setting). PostgreSQL's connections are reset
+//! after a statement of the second kind (`postgres/pool.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -51,6 +57,60 @@ const REFUSED_PREFIXES: &[&str] = &["pg_", "lo_", "dblink", "information_schema"
 /// Names under a refused prefix that a component may use.
 const ALLOWED: &[&str] = &["pg_sleep"];
 
+/// Functions that read their arguments and nothing of the session: a
+/// statement calling only these (the components' own SQL) leaves its
+/// session as it found it.
+const KEEPS_SESSION: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "coalesce",
+    "nullif",
+    "cast",
+    "lower",
+    "upper",
+    "length",
+    "json_array_elements_text",
+    "json_array_length",
+];
+
+/// Words that open a parenthesis without calling anything: subqueries,
+/// lists, column lists and conditions.
+const NOT_CALLS: &[&str] = &[
+    "select",
+    "from",
+    "join",
+    "where",
+    "and",
+    "or",
+    "not",
+    "in",
+    "exists",
+    "values",
+    "into",
+    "on",
+    "using",
+    "as",
+    "any",
+    "all",
+    "some",
+    "array",
+    "row",
+    "set",
+    "conflict",
+    "over",
+    "filter",
+    "then",
+    "else",
+    "when",
+    "lateral",
+    "union",
+    "except",
+    "intersect",
+];
+
 /// The host's own tables, which no grant may name.
 const HOST_TABLES: &[&str] = &[
     "_sqlx_migrations",
@@ -75,7 +135,18 @@ pub struct Screen {
 /// A component's name and a statement it sent.
 type Statement = (Arc<str>, Box<str>);
 /// `Err` says why the statement is refused.
-type Verdict = Result<(), String>;
+type Verdict = Result<Session, String>;
+
+/// What a statement that passes may do to its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// It calls no function but those of [`KEEPS_SESSION`]: its session
+    /// is left as it was.
+    Kept,
+    /// It calls another function (or something the screen cannot tell
+    /// from one), which might change a setting: reset the session after.
+    MayChange,
+}
 
 /// Verdicts kept at most; the cache starts over when full.
 const MAX_VERDICTS: usize = 4096;
@@ -87,8 +158,9 @@ impl Screen {
         Screen { known, verdicts: Mutex::default() }
     }
 
-    /// `Ok` if `sql` may be sent to a `dialect` database for `grant`'s component.
-    pub fn check(&self, grant: &Grant, sql: &str, dialect: Syntax) -> Result<(), DbError> {
+    /// `Ok` if `sql` may be sent to a `dialect` database for `grant`'s
+    /// component, with what it may do to its session.
+    pub fn check(&self, grant: &Grant, sql: &str, dialect: Syntax) -> Result<Session, DbError> {
         let key = (grant.component_name(), Box::<str>::from(sql));
         let cached = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
         let verdict = match cached {
@@ -106,8 +178,9 @@ impl Screen {
         verdict.map_err(|why| DbError::Forbidden(format!("{} may not {why}", grant.component())))
     }
 
-    fn verdict(&self, grant: &Grant, sql: &str, dialect: Syntax) -> Result<(), String> {
-        for token in &statement::one_query_or_dml(sql, dialect)? {
+    fn verdict(&self, grant: &Grant, sql: &str, dialect: Syntax) -> Verdict {
+        let tokens = statement::one_query_or_dml(sql, dialect)?;
+        for token in &tokens {
             let Token::Name(name, _) = token else { continue };
             let refused = REFUSED.contains(&name.as_str())
                 || REFUSED_PREFIXES.iter().any(|p| name.starts_with(p))
@@ -119,7 +192,34 @@ impl Screen {
                 return Err(format!("use table {name}: not among its tables in routes.toml"));
             }
         }
-        Ok(())
+        Ok(self.session(&tokens))
+    }
+
+    /// Every `(` opens a subquery, a list or a column list (after a word of
+    /// [`NOT_CALLS`], a table's name, an alias after `AS`, or no name), or
+    /// calls a function of [`KEEPS_SESSION`]; anything else may change the
+    /// session. Quoted names count as unknown.
+    fn session(&self, tokens: &[Token]) -> Session {
+        fn plain(token: Option<&Token>) -> Option<&str> {
+            match token {
+                Some(Token::Name(name, false)) => Some(name.as_str()),
+                _ => None,
+            }
+        }
+        for (at, token) in tokens.iter().enumerate().skip(1) {
+            if *token != Token::Open || !matches!(tokens[at - 1], Token::Name(..)) {
+                continue;
+            }
+            let known = plain(tokens.get(at - 1)).is_some_and(|name| {
+                KEEPS_SESSION.contains(&name) || NOT_CALLS.contains(&name) || self.known.contains(name)
+            });
+            let alias = plain(tokens.get(at - 1)).is_some()
+                && plain(at.checked_sub(2).and_then(|i| tokens.get(i))) == Some("as");
+            if !known && !alias {
+                return Session::MayChange;
+            }
+        }
+        Session::Kept
     }
 }
 
@@ -153,6 +253,42 @@ mod tests {
         passes("SELECT E'it\\'s orders' -- orders in a comment\n FROM pets /* nested /* orders */ */");
         passes("SELECT pg_sleep($1)");
         passes("SELECT 1;");
+    }
+
+    fn session(sql: &str) -> Session {
+        screen().check(&Grant::new("pets", ["pets", "pet_tags"]), sql, Syntax::Postgres).expect("passes")
+    }
+
+    #[test]
+    fn statements_calling_only_known_functions_keep_their_session() {
+        for sql in [
+            "SELECT id, name FROM pets WHERE id = $1",
+            "INSERT INTO pets (name, tags) VALUES ($1, $2) RETURNING id",
+            "SELECT id, (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM pets WHERE status = $1) FROM pets \
+             WHERE EXISTS (SELECT 1 FROM pet_tags t WHERE t.pet_id = pets.id AND t.tag IN ($2, $3)) ORDER BY id",
+            "SELECT count(*) FROM json_array_elements_text($1) AS t(value)",
+            "UPDATE pets SET (name, species) = ($1, $2) WHERE id = $3",
+            "INSERT INTO pets (name) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+            "WITH x AS (DELETE FROM pet_tags WHERE pet_id = $1 RETURNING 1) SELECT count(*) FROM x",
+            "SELECT 'set_config(1)', \"name\" FROM pets",
+        ] {
+            assert_eq!(session(sql), Session::Kept, "{sql}");
+        }
+    }
+
+    #[test]
+    fn any_other_call_may_change_the_session() {
+        for sql in [
+            "SELECT setseed(0.5)",
+            "SELECT pg_sleep($1)",
+            "SELECT \"count\"(*) FROM pets",
+            "SELECT now()",
+            "SELECT x FROM pets, generate_series(1, 2) t(x)",
+            "WITH c (n) AS (SELECT 1) SELECT n FROM c",
+            "SELECT count(*) FROM pets WHERE name = nextval($1)",
+        ] {
+            assert_eq!(session(sql), Session::MayChange, "{sql}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::Postgres;
 use super::pool::{Conns, Lent};
 use crate::storage::DbError;
+use crate::storage::screen::Session;
 
 pub(super) struct Checkout {
     /// `None` only once dropped.
@@ -29,13 +30,23 @@ pub(super) struct Checkout {
     in_transaction: bool,
     /// The server or the network failed under it.
     lost: bool,
+    /// What its statements may have done to the session: it is reset
+    /// before it is lent again if any may have changed it.
+    session: Session,
 }
 
 impl Checkout {
     /// A connection, waited for until `until`.
     pub(super) async fn acquire(conns: &Arc<Conns>, until: Instant) -> Result<Checkout, DbError> {
         let lent = conns.acquire(until).await?;
-        Ok(Checkout { lent: Some(lent), running: false, in_transaction: false, lost: false })
+        Ok(Checkout { lent: Some(lent), running: false, in_transaction: false, lost: false, session: Session::Kept })
+    }
+
+    /// A statement the screen judged `session` is about to run on it.
+    pub(super) fn will_run(&mut self, session: Session) {
+        if session == Session::MayChange {
+            self.session = session;
+        }
     }
 
     /// Run one statement with `statement`, stopping it at `deadline`.
@@ -79,6 +90,7 @@ async fn execute(conn: &mut PgConnection, sql: &'static str) -> Result<(), DbErr
 impl Drop for Checkout {
     fn drop(&mut self) {
         let Some(mut lent) = self.lent.take() else { return };
+        let session = self.session;
         if self.lost {
             lent.lost();
         } else if self.running {
@@ -89,11 +101,11 @@ impl Drop for Checkout {
                 if let Ok(conn) = lent.conn()
                     && execute(conn, "ROLLBACK").await.is_ok()
                 {
-                    lent.give_back();
+                    lent.give_back(session);
                 }
             });
         } else {
-            lent.give_back();
+            lent.give_back(session);
         }
     }
 }

@@ -9,8 +9,9 @@
 //! Components' statements run as a login role of their own
 //! (`DB_COMPONENT_USER`, see `roles.rs`): DML on the tables the grants name
 //! and nothing else, screened first (`storage/screen.rs`), on connections
-//! of their own that are reset after every use (`pool.rs`), and stopped at
-//! their request's deadline (`checkout.rs`).
+//! of their own that are reset after any use that may have changed their
+//! session (`pool.rs`), and stopped at their request's deadline
+//! (`checkout.rs`).
 
 mod checkout;
 mod dialect;
@@ -31,7 +32,7 @@ use tokio::sync::mpsc;
 use self::checkout::Checkout;
 use self::pool::Conns;
 use super::backend::{Backend, BackendTransaction};
-use super::screen::Screen;
+use super::screen::{Screen, Session};
 use super::sql;
 use super::statement::Syntax;
 use super::{COMPONENT_RESULT_LIMIT, Caller, ConnectOptions, DbError, RowSet, Value, until};
@@ -188,13 +189,16 @@ impl Postgres {
     async fn checkout(&self, caller: &Caller, sql: Option<&str>) -> Result<Checkout, DbError> {
         self.ready()?;
         let (Some(components), Some(grant)) = (&self.components, caller.grant()) else { return Err(no_role()) };
-        if let Some(sql) = sql {
-            components
+        let session = match sql {
+            Some(sql) => components
                 .screen
                 .check(grant, sql, Syntax::Postgres)
-                .inspect_err(|err| tracing::debug!(error = %err, "screened out"))?;
-        }
-        Checkout::acquire(&components.conns, until(caller, components.acquire_timeout)).await
+                .inspect_err(|err| tracing::debug!(error = %err, "screened out"))?,
+            None => Session::Kept,
+        };
+        let mut conn = Checkout::acquire(&components.conns, until(caller, components.acquire_timeout)).await?;
+        conn.will_run(session);
+        Ok(conn)
     }
 
     fn classify(err: sqlx::Error) -> DbError {
@@ -271,7 +275,7 @@ impl Backend for Postgres {
         if let Some(components) = &self.components {
             let mut lent = components.conns.acquire(until(&Caller::Host, components.acquire_timeout)).await?;
             match sqlx::raw_sql("SELECT 1").execute(lent.conn()?).await {
-                Ok(_) => lent.give_back(),
+                Ok(_) => lent.give_back(Session::Kept),
                 Err(err) => {
                     lent.lost();
                     return Err(Self::classify(err));
@@ -320,7 +324,7 @@ impl BackendTransaction for Transaction {
             Transaction::Host(tx) => sql::query::<Postgres, _>(&mut **tx, sql.to_string(), params, None).await,
             Transaction::Component { conn, caller, screen } => {
                 let (Some(grant), Some(deadline)) = (caller.grant(), caller.deadline()) else { return Err(no_role()) };
-                screen.check(grant, sql, Syntax::Postgres)?;
+                conn.will_run(screen.check(grant, sql, Syntax::Postgres)?);
                 let sql = sql.to_string();
                 conn.run(deadline, async |c| {
                     sql::query::<Postgres, _>(c, sql, params, Some(COMPONENT_RESULT_LIMIT)).await
@@ -335,7 +339,7 @@ impl BackendTransaction for Transaction {
             Transaction::Host(tx) => sql::execute::<Postgres, _>(&mut **tx, sql.to_string(), params).await,
             Transaction::Component { conn, caller, screen } => {
                 let (Some(grant), Some(deadline)) = (caller.grant(), caller.deadline()) else { return Err(no_role()) };
-                screen.check(grant, sql, Syntax::Postgres)?;
+                conn.will_run(screen.check(grant, sql, Syntax::Postgres)?);
                 let sql = sql.to_string();
                 conn.run(deadline, async |c| sql::execute::<Postgres, _>(c, sql, params).await).await
             }

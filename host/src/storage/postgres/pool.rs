@@ -1,11 +1,11 @@
 //! The component role's connections, lent one statement or transaction at a
-//! time. sqlx's pool sends a round trip to test a connection when it is
-//! taken and another when it is given back; this one sends one, after the
-//! connection is given back and off the caller's path: the session reset
-//! (every setting back to the session's start), which also shows the
-//! connection is alive. A connection idle
-//! for long is tested before it is lent; one that failed, or was given up
-//! mid-statement, is closed, never lent again.
+//! time. sqlx's pool sends a round trip to test a connection each time it
+//! is taken; this one sends none for a connection used a moment ago, and
+//! one after a use that may have changed the session (the screen's
+//! verdict): the session reset, every setting back to the session's start,
+//! after the connection is given back and off the caller's path. A
+//! connection idle for long is tested before it is lent; one that failed,
+//! or was given up mid-statement, is closed, never lent again.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,11 +18,15 @@ use tokio::time::Instant;
 
 use super::Postgres;
 use crate::storage::DbError;
+use crate::storage::screen::Session;
 
-/// Run on a connection each time it is given back (one round trip): every
-/// setting back to the session's start. A statement could have changed one
-/// only through a hole in the screen (`set_config`); whatever it did, the
-/// next one starts clean. (An advisory lock, the other state a function
+/// Run on a connection given back after a statement that called a function
+/// the screen does not know to keep the session (one round trip): every
+/// setting back to the session's start. Such a statement could change one
+/// only through a hole in the screen's list of refused functions
+/// (`set_config`); whatever it did, the next one starts clean. A statement
+/// that calls only the known functions cannot change a setting, and costs
+/// no reset (about a seventh of a request's time on a small machine). (An advisory lock, the other state a function
 /// could leave, ends its backend: `Postgres::end_overdue_backends`. LISTEN
 /// and PREPARE are statements, never functions: the screen's first word.)
 const RESET_SESSION: &str = "RESET ALL";
@@ -44,8 +48,9 @@ struct Idle {
     since: Instant,
 }
 
-/// A connection lent out. [`Lent::give_back`] resets it in the background
-/// and returns it to the pool; dropped otherwise, it is closed.
+/// A connection lent out. [`Lent::give_back`] returns it to the pool
+/// (reset in the background first when asked); dropped otherwise, it is
+/// closed.
 pub(super) struct Lent {
     conn: Option<PgConnection>,
     conns: Arc<Conns>,
@@ -118,11 +123,17 @@ impl Lent {
         self.conn.as_mut().ok_or_else(|| DbError::Other("a connection given back".into()))
     }
 
-    /// Give the connection back: reset, then idle (in the background; the
-    /// connection is lent again only after its reset).
-    pub(super) fn give_back(mut self) {
+    /// Give the connection back: idle at once when its session was kept,
+    /// else reset first (in the background; the connection is lent again
+    /// only after its reset).
+    pub(super) fn give_back(mut self, session: Session) {
         let (Some(mut conn), Some(permit)) = (self.conn.take(), self.permit.take()) else { return };
         let conns = self.conns.clone();
+        if session == Session::Kept {
+            conns.idle.lock().unwrap_or_else(PoisonError::into_inner).push(Idle { conn, since: Instant::now() });
+            drop(permit);
+            return;
+        }
         tokio::spawn(async move {
             match sqlx::raw_sql(RESET_SESSION).execute(&mut conn).await {
                 Ok(_) => {
