@@ -197,8 +197,11 @@ impl Screen {
 
     /// Every `(` opens a subquery, a list or a column list (after a word of
     /// [`NOT_CALLS`], a table's name, an alias after `AS`, or no name), or
-    /// calls a function of [`KEEPS_SESSION`]; anything else may change the
-    /// session. Quoted names count as unknown.
+    /// calls a function of [`KEEPS_SESSION`]; and every `.name` qualifies a
+    /// name by a table's or an alias's (`t.id`). Anything else may change
+    /// the session: an unknown or quoted name before `(`, or `.name` after
+    /// a value, which PostgreSQL reads as a call of any one-argument
+    /// function (`(0.5).setseed`, `$1.setseed`).
     fn session(&self, tokens: &[Token]) -> Session {
         fn plain(token: Option<&Token>) -> Option<&str> {
             match token {
@@ -207,7 +210,11 @@ impl Screen {
             }
         }
         for (at, token) in tokens.iter().enumerate().skip(1) {
-            if *token != Token::Open || !matches!(tokens[at - 1], Token::Name(..)) {
+            let after_value = !matches!(tokens[at - 1], Token::Name(..));
+            if *token == Token::Dot && after_value && matches!(tokens.get(at + 1), Some(Token::Name(..))) {
+                return Session::MayChange;
+            }
+            if *token != Token::Open || after_value {
                 continue;
             }
             let known = plain(tokens.get(at - 1)).is_some_and(|name| {
@@ -260,8 +267,8 @@ mod tests {
     }
 
     #[test]
-    fn statements_calling_only_known_functions_keep_their_session() {
-        for sql in [
+    fn a_statement_keeps_its_session_only_when_it_calls_known_functions() {
+        let kept = [
             "SELECT id, name FROM pets WHERE id = $1",
             "INSERT INTO pets (name, tags) VALUES ($1, $2) RETURNING id",
             "SELECT id, (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM pets WHERE status = $1) FROM pets \
@@ -270,15 +277,11 @@ mod tests {
             "UPDATE pets SET (name, species) = ($1, $2) WHERE id = $3",
             "INSERT INTO pets (name) VALUES ($1) ON CONFLICT (id) DO NOTHING",
             "WITH x AS (DELETE FROM pet_tags WHERE pet_id = $1 RETURNING 1) SELECT count(*) FROM x",
-            "SELECT 'set_config(1)', \"name\" FROM pets",
-        ] {
-            assert_eq!(session(sql), Session::Kept, "{sql}");
-        }
-    }
-
-    #[test]
-    fn any_other_call_may_change_the_session() {
-        for sql in [
+            "SELECT 'set_config(1)', \"name\", public.pets.id, 0.5 FROM pets",
+        ];
+        // Calls of other functions, however written (the review's attribute
+        // notation: `(x).f` and `$1.f` call f(x)).
+        let may_change = [
             "SELECT setseed(0.5)",
             "SELECT pg_sleep($1)",
             "SELECT \"count\"(*) FROM pets",
@@ -286,8 +289,14 @@ mod tests {
             "SELECT x FROM pets, generate_series(1, 2) t(x)",
             "WITH c (n) AS (SELECT 1) SELECT n FROM c",
             "SELECT count(*) FROM pets WHERE name = nextval($1)",
-        ] {
-            assert_eq!(session(sql), Session::MayChange, "{sql}");
+            "SELECT (0.5).setseed",
+            "SELECT $1.setseed",
+            "SELECT (SELECT 0.5).\"setseed\"",
+        ];
+        for (statements, expected) in [(&kept[..], Session::Kept), (&may_change[..], Session::MayChange)] {
+            for sql in statements {
+                assert_eq!(session(sql), expected, "{sql}");
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 //! A component's statement read as its database's lexer reads it: names,
-//! parentheses and semicolons, with whitespace, comments and the insides of
+//! parentheses, dots and semicolons, with whitespace, comments and the insides of
 //! strings skipped exactly as that database skips them. The backends use it
 //! to know a statement's kind and that it is one statement (both), and
 //! which names it uses (PostgreSQL's screen).
@@ -28,6 +28,8 @@ pub enum Token {
     Name(String, bool),
     /// `(`
     Open,
+    /// `.`: a qualified name, or a call in attribute notation (`(x).f`).
+    Dot,
     /// `;`
     End,
     /// Anything else (operators, numbers, parameters, strings).
@@ -135,6 +137,10 @@ pub fn tokens(sql: &str, dialect: Syntax) -> Result<Vec<Token>, String> {
             }
             b';' => {
                 out.push(Token::End);
+                i += 1;
+            }
+            b'.' => {
+                out.push(Token::Dot);
                 i += 1;
             }
             c if starts_name(c) => {
