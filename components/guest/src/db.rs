@@ -7,7 +7,12 @@ use crate::bindings::petstore::api::database::{self, Error, RowSet, Transaction}
 use crate::bindings::petstore::api::log::Level;
 use crate::error::ApiError;
 
-pub use crate::bindings::petstore::api::database::Value;
+pub use crate::bindings::petstore::api::database::{SqlDialect, Value};
+
+/// The SQL the host's database speaks.
+pub fn dialect() -> SqlDialect {
+    database::dialect()
+}
 
 /// A record read from one row, column by column.
 pub trait FromRow: Sized {

@@ -11,7 +11,7 @@ use tracing::field::Empty;
 use wasmtime::component::Resource;
 
 use super::RequestState;
-use super::bindings::petstore::api::database::{Error, Host, HostTransaction, RowSet, Value};
+use super::bindings::petstore::api::database::{Error, Host, HostTransaction, RowSet, SqlDialect, Value};
 use crate::storage::{self, DbError, Transaction};
 use crate::telemetry::{Metrics, traces};
 
@@ -58,6 +58,13 @@ impl RequestState {
 }
 
 impl Host for RequestState {
+    async fn dialect(&mut self) -> SqlDialect {
+        match self.shared.database.syntax() {
+            storage::Syntax::Sqlite => SqlDialect::Sqlite,
+            storage::Syntax::Postgres => SqlDialect::Postgresql,
+        }
+    }
+
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<RowSet, Error> {
         let (shared, caller) = (self.shared.clone(), self.caller());
         let rows =

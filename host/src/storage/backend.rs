@@ -7,10 +7,14 @@
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use super::statement::Syntax;
 use super::{Caller, DbError, RowSet, Value};
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
+    /// The SQL it speaks.
+    fn syntax(&self) -> Syntax;
+
     /// A statement that returns rows, outside any transaction.
     async fn query(&self, caller: &Caller, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError>;
 

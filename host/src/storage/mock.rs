@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 
 use super::backend::{Backend, BackendTransaction};
+use super::statement::Syntax;
 use super::{Caller, DbError, RowSet, Value};
 
 /// What a scripted statement answers.
@@ -80,6 +81,10 @@ impl Mock {
 
 #[async_trait]
 impl Backend for Mock {
+    fn syntax(&self) -> Syntax {
+        Syntax::Sqlite
+    }
+
     async fn query(&self, caller: &Caller, sql: &str, _params: Vec<Value>) -> Result<RowSet, DbError> {
         self.record_caller(caller);
         self.rows(sql)

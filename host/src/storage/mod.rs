@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use backend::{Backend, BackendTransaction};
 pub use grant::{Caller, Grant};
+pub use statement::Syntax;
 pub use statement::summary as statement_summary;
 
 use thiserror::Error;
@@ -247,6 +248,11 @@ impl Database {
     }
 
     /// Connections open for components' statements, and how many are idle.
+    /// The SQL this database speaks.
+    pub fn syntax(&self) -> Syntax {
+        self.0.syntax()
+    }
+
     pub fn pool_stats(&self) -> (u32, usize) {
         self.0.pool_stats()
     }

@@ -208,6 +208,10 @@ impl Postgres {
 
 #[async_trait]
 impl Backend for Postgres {
+    fn syntax(&self) -> Syntax {
+        Syntax::Postgres
+    }
+
     async fn query(&self, caller: &Caller, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         self.ready()?;
         match caller {

@@ -30,6 +30,7 @@ use self::sandbox::Purpose;
 use super::backend::{Backend, BackendTransaction};
 use super::screen::Screen;
 use super::sql::{self, Dialect};
+use super::statement::Syntax;
 use super::{COMPONENT_RESULT_LIMIT, Caller, ConnectOptions, DbError, ErrorClass, RowSet, Value, until};
 
 /// How long a writer waits for the write lock before answering `busy`.
@@ -192,6 +193,10 @@ async fn move_registry_out(data: &SqliteConnectOptions, registry: &SqliteConnect
 
 #[async_trait]
 impl Backend for Sqlite {
+    fn syntax(&self) -> Syntax {
+        Syntax::Sqlite
+    }
+
     async fn query(&self, caller: &Caller, sql: &str, params: Vec<Value>) -> Result<RowSet, DbError> {
         let limit = caller.grant().map(|_| COMPONENT_RESULT_LIMIT);
         let run = async |conn: &mut SqliteConnection, sql| sql::query::<Self, _>(conn, sql, params, limit).await;
