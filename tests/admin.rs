@@ -16,11 +16,7 @@ use crate::support::{Answer, Server};
 const TOKEN: &str = "admin-token";
 
 fn server(extra: &[(&str, &str)]) -> Server {
-    let mut builder = Server::builder().env("ADMIN_TOKEN", TOKEN);
-    for (k, v) in extra {
-        builder = builder.env(k, v);
-    }
-    builder.start()
+    Server::builder().env("ADMIN_TOKEN", TOKEN).envs(extra).start()
 }
 
 /// The admin port's answer to `head` (a request's header) followed by

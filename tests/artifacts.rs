@@ -17,14 +17,11 @@ const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111
 const OTHER_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
 fn builder(key: &str, extra: &[(&str, &str)]) -> crate::support::ServerBuilder {
-    let mut builder = Server::builder()
+    Server::builder()
         .with_test_component("/api/v1/versioned", "version_a.wasm", "versioned")
         .env("ADMIN_TOKEN", TOKEN)
-        .env("COMPONENT_ARTIFACT_KEY", key);
-    for (k, v) in extra {
-        builder = builder.env(k, v);
-    }
-    builder
+        .env("COMPONENT_ARTIFACT_KEY", key)
+        .envs(extra)
 }
 
 /// A fresh host with `key`, its database and cache its own.

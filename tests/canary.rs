@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, create_postgres_database, eventually, test_component};
+use crate::support::{Server, eventually, postgres_database, test_component};
 
 const TOKEN: &str = "canary-token-canary-token-canary-token";
 const ARTIFACT_KEY: &str = "c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ff";
@@ -23,20 +23,12 @@ fn host(name: &str, database: Option<&str>, extra: &[(&str, &str)]) -> Server {
         .env("ADMIN_TOKEN", TOKEN)
         .env("COMPONENT_ARTIFACT_KEY", ARTIFACT_KEY)
         .env("POD_NAME", name)
-        .env("COMPONENT_SYNC_MS", "500");
+        .env("COMPONENT_SYNC_MS", "500")
+        .envs(extra);
     if let Some(database) = database {
         builder = builder.database(database);
     }
-    for (k, v) in extra {
-        builder = builder.env(k, v);
-    }
     builder.start()
-}
-
-fn postgres_database() -> String {
-    let server = std::env::var("PETSTORE_TEST_POSTGRES")
-        .expect("set PETSTORE_TEST_POSTGRES (scripts/test does) to run the canary fleet tests");
-    create_postgres_database(&server)
 }
 
 /// One answer the traffic got.
@@ -137,7 +129,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_failing_canary_is_rolled_back_on_every_host_by_itself() {
-    let db = postgres_database();
+    let db = postgres_database("canary fleet");
     let (a, b, c) = (host("host-a", Some(&db), &[]), host("host-b", Some(&db), &[]), host("host-c", Some(&db), &[]));
     let hosts = [&a, &b, &c];
     let stable = digest(&status(&a, "versioned").await);
@@ -203,7 +195,7 @@ async fn a_failing_canary_is_rolled_back_on_every_host_by_itself() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_healthy_canary_is_promoted_on_every_host_by_itself() {
-    let db = postgres_database();
+    let db = postgres_database("canary fleet");
     let extra = [("CANARY_MIN_REQUESTS", "300")];
     let (a, b, c) = (host("host-a", Some(&db), &extra), host("host-b", Some(&db), &extra), host("host-c", Some(&db), &extra));
     let hosts = [&a, &b, &c];
@@ -237,7 +229,7 @@ async fn a_healthy_canary_is_promoted_on_every_host_by_itself() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_replica_restarted_during_a_canary_comes_back_into_it() {
-    let db = postgres_database();
+    let db = postgres_database("canary fleet");
     // A canary that is never decided by itself here.
     let extra = [("CANARY_MIN_REQUESTS", "100000000")];
     let a = host("host-a", Some(&db), &extra);

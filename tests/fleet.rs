@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::support::{Pg, Server, create_postgres_database, eventually, fresh_database, test_component};
+use crate::support::{Pg, Server, eventually, fresh_database, postgres_database, test_component};
 
 /// Long enough for staging and production (32 bytes or more).
 const TOKEN: &str = "fleet-token-fleet-token-fleet-token";
@@ -24,23 +24,15 @@ const ARTIFACT_KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed
 const SYNC_MS: &str = "500";
 
 fn host(name: &str, database: &str, extra: &[(&str, &str)]) -> Server {
-    let mut builder = Server::builder()
+    Server::builder()
         .with_test_component("/api/v1/versioned", "version_a.wasm", "versioned")
         .database(database)
         .env("ADMIN_TOKEN", TOKEN)
         .env("COMPONENT_ARTIFACT_KEY", ARTIFACT_KEY)
         .env("POD_NAME", name)
-        .env("COMPONENT_SYNC_MS", SYNC_MS);
-    for (k, v) in extra {
-        builder = builder.env(k, v);
-    }
-    builder.start()
-}
-
-fn postgres_database() -> String {
-    let server = std::env::var("PETSTORE_TEST_POSTGRES")
-        .expect("set PETSTORE_TEST_POSTGRES (scripts/test does) to run the fleet tests");
-    create_postgres_database(&server)
+        .env("COMPONENT_SYNC_MS", SYNC_MS)
+        .envs(extra)
+        .start()
 }
 
 async fn version(s: &Server) -> String {
@@ -117,7 +109,7 @@ async fn digest_of(s: &Server, name: &str) -> String {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn an_upload_to_one_host_reaches_every_host_with_no_failed_request() {
-    let db = postgres_database();
+    let db = postgres_database("fleet");
     let (a, b, c) = (host("host-a", &db, &[]), host("host-b", &db, &[]), host("host-c", &db, &[]));
     let hosts = [&a, &b, &c];
     all_serve(&hosts, "version-a", Duration::from_secs(10)).await;
@@ -155,7 +147,7 @@ async fn an_upload_to_one_host_reaches_every_host_with_no_failed_request() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_restarted_host_and_one_that_was_down_come_back_on_the_active_version() {
-    let db = postgres_database();
+    let db = postgres_database("fleet");
     let a = host("host-a", &db, &[]);
     let b = host("host-b", &db, &[]);
     all_serve(&[&a, &b], "version-a", Duration::from_secs(10)).await;
@@ -176,7 +168,7 @@ async fn a_restarted_host_and_one_that_was_down_come_back_on_the_active_version(
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn a_rollback_reaches_every_host_the_same_way() {
-    let db = postgres_database();
+    let db = postgres_database("fleet");
     let (a, b) = (host("host-a", &db, &[]), host("host-b", &db, &[]));
     all_serve(&[&a, &b], "version-a", Duration::from_secs(10)).await;
     let original = digest_of(&a, "versioned").await;
@@ -211,7 +203,7 @@ fn signature(secret: &minisign::SecretKey, bytes: &[u8]) -> String {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test runs it"]
 async fn production_refuses_unsigned_and_wrongly_signed_uploads_and_nothing_changes() {
-    let db = postgres_database();
+    let db = postgres_database("fleet");
     let (public, secret) = key_pair();
     let (_, other_secret) = key_pair();
     let production = [("ENVIRONMENT", "production"), ("COMPONENT_PUBLIC_KEY", public.as_str())];
@@ -270,7 +262,7 @@ async fn the_database_failing_during_an_upload_changes_nothing() {
 /// Three hosts on one database, serving version-a; the third's instances
 /// may not grow to the 16 MiB the hoarder starts with.
 async fn two_hosts_and_a_small_one() -> (Server, Server, Server) {
-    let db = postgres_database();
+    let db = postgres_database("fleet");
     let (a, b) = (host("host-a", &db, &[]), host("host-b", &db, &[]));
     let c = host("host-c", &db, &[("INSTANCE_MEMORY_MB", "8")]);
     all_serve(&[&a, &b, &c], "version-a", Duration::from_secs(10)).await;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 pub use client::Answer;
 pub use pg::{COMPONENT_ROLE, Pg};
 pub use server::{
-    Server, ServerBuilder, binary, built_components, create_postgres_database, fresh_database, test_component,
+    Server, ServerBuilder, binary, built_components, create_postgres_database, fresh_database, postgres_database,
+    test_component,
 };
 
 /// Poll `check` until it answers `Some`, and return that; fail the test,

@@ -41,6 +41,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Each of `vars` set in its environment.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Self {
+        self.env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
     /// Also route `/api/v1/misbehave` to the test component that traps,
     /// loops and hoards memory on request.
     pub fn with_misbehave(self) -> Self {
@@ -207,6 +213,15 @@ pub fn fresh_database(dir: &Path) -> String {
         Ok(base) => create_postgres_database(&base),
         Err(_) => format!("sqlite://{}", dir.join("petstore.db").display()),
     }
+}
+
+/// A fresh database (see [`create_postgres_database`]) on the server of
+/// `PETSTORE_TEST_POSTGRES`, which `scripts/test` sets, for the tests of
+/// several hosts on one database (`tests` names them when it is not set).
+pub fn postgres_database(tests: &str) -> String {
+    let server = std::env::var("PETSTORE_TEST_POSTGRES")
+        .unwrap_or_else(|_| panic!("set PETSTORE_TEST_POSTGRES (scripts/test does) to run the {tests} tests"));
+    create_postgres_database(&server)
 }
 
 /// Create a uniquely named database on the PostgreSQL server at `base` (a
