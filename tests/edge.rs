@@ -89,6 +89,16 @@ async fn every_error_body_names_its_request_and_other_bodies_are_untouched() {
 }
 
 #[tokio::test]
+async fn an_error_answer_too_large_to_be_the_hosts_leaves_as_the_component_made_it() {
+    let s = Server::builder().with_misbehave().start();
+    let a = s.get("/api/v1/misbehave/large-error").await;
+    assert_eq!(a.status, 422, "the component's answer, not a 500");
+    assert_eq!(a.body["error"]["message"].as_str().map(str::len), Some(70_000), "{}", &a.text[..200]);
+    assert!(a.body["error"].get("request_id").is_none(), "not rewritten");
+    assert!(a.header("x-request-id").is_some(), "the header still names the request");
+}
+
+#[tokio::test]
 async fn an_invalid_request_id_is_replaced() {
     let s = Server::start();
     for bad in ["x".repeat(129), "has space".to_string(), "tab\there".to_string()] {

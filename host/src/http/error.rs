@@ -4,7 +4,7 @@
 //! error answer, the host's or a component's, leaves with its request's
 //! context added here ([`with_context`]).
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, HttpBody as _, to_bytes};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use thiserror::Error;
@@ -123,9 +123,9 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     resp
 }
 
-/// An error body is small: one larger than this is not one of ours and
-/// leaves as it came.
-const ERROR_BODY_MAX: usize = 64 * 1024;
+/// An error body is small: one larger than this (or of unknown length) is
+/// not one of ours and leaves as it came.
+const ERROR_BODY_MAX: u64 = 64 * 1024;
 
 /// An error answer (a 4xx or 5xx whose body is `{"error":{…}}`) with the
 /// request's context in its `error`: `request_id` (the `X-Request-Id`
@@ -138,13 +138,13 @@ pub async fn with_context(resp: Response, request_id: &str, trace_id: Option<Str
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(resp.status().is_client_error() || resp.status().is_server_error()) || !is_json {
+    let small = resp.body().size_hint().upper().is_some_and(|size| size <= ERROR_BODY_MAX);
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) || !is_json || !small {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
-    let Ok(bytes) = to_bytes(body, ERROR_BODY_MAX).await else {
-        // Too large to be an error body (or cut off): not rewritten, and
-        // what was read cannot be put back.
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        // The body failed while it was read: what was read cannot be put back.
         return HttpError::Internal.into_response();
     };
     let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {

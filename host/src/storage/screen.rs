@@ -217,11 +217,9 @@ impl Screen {
             if *token != Token::Open || after_value {
                 continue;
             }
-            let known = plain(tokens.get(at - 1)).is_some_and(|name| {
-                KEEPS_SESSION.contains(&name) || NOT_CALLS.contains(&name) || self.known.contains(name)
-            });
-            let alias = plain(tokens.get(at - 1)).is_some()
-                && plain(at.checked_sub(2).and_then(|i| tokens.get(i))) == Some("as");
+            let Some(name) = plain(tokens.get(at - 1)) else { return Session::MayChange };
+            let known = KEEPS_SESSION.contains(&name) || NOT_CALLS.contains(&name) || self.known.contains(name);
+            let alias = at >= 2 && plain(tokens.get(at - 2)) == Some("as");
             if !known && !alias {
                 return Session::MayChange;
             }

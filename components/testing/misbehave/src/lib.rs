@@ -4,7 +4,9 @@
 //! constraint violation becomes a clean 409 (`…/constraint`), how every
 //! other class of database error is answered, and that SQL reaching beyond
 //! its tables is refused: `POST …/sql` runs the statements it is given (any
-//! SQL: it is the attacker's tool), in one transaction or one by one.
+//! SQL: it is the attacker's tool), in one transaction or one by one. And
+//! `…/large-error` answers a 422 too large for the edge to add its request
+//! context to.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +50,11 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             Ok(Response::empty(204))
         }
         ["sql"] => run_sql(req),
+        // An error answer larger than any the host rewrites.
+        ["large-error"] => Ok(Response::json(
+            422,
+            &serde_json::json!({ "error": { "code": "validation_failed", "message": "x".repeat(70_000) } }),
+        )),
         _ => Err(ApiError::not_found("route")),
     }
 }

@@ -26,9 +26,10 @@ use crate::storage::screen::Session;
 /// only through a hole in the screen's list of refused functions
 /// (`set_config`); whatever it did, the next one starts clean. A statement
 /// that calls only the known functions cannot change a setting, and costs
-/// no reset (about a seventh of a request's time on a small machine). (An advisory lock, the other state a function
-/// could leave, ends its backend: `Postgres::end_overdue_backends`. LISTEN
-/// and PREPARE are statements, never functions: the screen's first word.)
+/// no reset (about a seventh of a request's time on a small machine). (An
+/// advisory lock, the other state a function could leave, ends its
+/// backend: `Postgres::end_overdue_backends`. LISTEN and PREPARE are
+/// statements, never functions: the screen's first word.)
 const RESET_SESSION: &str = "RESET ALL";
 
 /// A connection idle longer than this is tested before it is lent (the
