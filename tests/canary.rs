@@ -94,13 +94,27 @@ async fn status(s: &Server, name: &str) -> Value {
 }
 
 /// Upload `file` as a canary of `versioned` at `percent`.
+/// PUT `file` as a canary. A `503` (the registry did not answer in time,
+/// as happens on a machine loaded by the whole suite) is what the admin
+/// API tells a client to retry, and `rollout-component` does: so does this,
+/// a few times (a PUT that committed before its 503 starts the same canary
+/// again).
 async fn start_canary(s: &Server, file: &str, percent: &str) -> crate::support::Answer {
-    let req = s
-        .client
-        .put(s.admin_url(&format!("/admin/components/versioned?canary={percent}")))
-        .bearer_auth(TOKEN)
-        .body(test_component(file));
-    crate::support::Answer::read(req.send().await.expect("PUT canary")).await
+    let mut attempt = 1;
+    loop {
+        let req = s
+            .client
+            .put(s.admin_url(&format!("/admin/components/versioned?canary={percent}")))
+            .bearer_auth(TOKEN)
+            .body(test_component(file));
+        let answer = crate::support::Answer::read(req.send().await.expect("PUT canary")).await;
+        if answer.status != 503 || attempt == 5 {
+            return answer;
+        }
+        println!("PUT canary answered 503 ({}); retrying", answer.text);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        attempt += 1;
+    }
 }
 
 async fn by_hand(s: &Server, action: &str) -> crate::support::Answer {
