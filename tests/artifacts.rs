@@ -101,6 +101,16 @@ async fn uploaded() -> (Server, String) {
     (first, digest)
 }
 
+/// `s` refused the artifact `source` (`registry` or `cache`) offered once,
+/// said why, and serves the uploaded version compiled from its bytes: not
+/// whatever the artifact held.
+async fn assert_compiled_instead(s: &Server, source: &str) {
+    assert_eq!(version(s).await, "version-b", "the uploaded version");
+    assert_eq!(versioned(s).await["precompiled"], false, "compiled");
+    assert_eq!(refused(s, source).await, 1.0);
+    assert!(logged(s, "not vouched for by this fleet's key"));
+}
+
 #[tokio::test]
 async fn a_shared_artifact_loads_under_the_fleets_key_and_under_no_other() {
     let (first, _) = uploaded().await;
@@ -113,10 +123,7 @@ async fn a_shared_artifact_loads_under_the_fleets_key_and_under_no_other() {
 
     std::fs::remove_dir_all(same.dir().join("component-cache")).expect("cache");
     let other = after(same, OTHER_KEY, &[]);
-    assert_eq!(version(&other).await, "version-b", "compiled instead, and served");
-    assert_eq!(versioned(&other).await["precompiled"], false);
-    assert_eq!(refused(&other, "registry").await, 1.0);
-    assert!(logged(&other, "not vouched for by this fleet's key"));
+    assert_compiled_instead(&other, "registry").await;
 }
 
 #[tokio::test]
@@ -134,10 +141,7 @@ async fn a_forged_artifact_in_the_registry_is_refused_and_compiled_instead() {
     registry_sql(&first, &sql, Some(forged)).await;
 
     let next = after(first, KEY, &[]);
-    assert_eq!(version(&next).await, "version-b", "the uploaded version, compiled: not the hoarder");
-    assert_eq!(versioned(&next).await["precompiled"], false);
-    assert_eq!(refused(&next, "registry").await, 1.0);
-    assert!(logged(&next, "not vouched for by this fleet's key"));
+    assert_compiled_instead(&next, "registry").await;
     assert_eq!(next.get("/api/v1/pets").await.status, 200, "the service serves");
 }
 
@@ -154,10 +158,7 @@ async fn a_file_planted_in_the_cache_is_refused_and_compiled_instead() {
     registry_sql(&first, "UPDATE component_versions SET artifact = NULL, artifact_mac = NULL", None).await;
 
     let next = after(first, KEY, &[]);
-    assert_eq!(version(&next).await, "version-b", "compiled instead: not the hoarder");
-    assert_eq!(versioned(&next).await["precompiled"], false);
-    assert_eq!(refused(&next, "cache").await, 1.0);
-    assert!(logged(&next, "not vouched for by this fleet's key"));
+    assert_compiled_instead(&next, "cache").await;
 }
 
 #[tokio::test]

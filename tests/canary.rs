@@ -111,7 +111,10 @@ async fn start_canary(s: &Server, file: &str, percent: &str) -> crate::support::
         if answer.status != 503 || attempt == 5 {
             return answer;
         }
-        println!("PUT canary answered 503 ({}); retrying", answer.text);
+        // The host logs why; say it, so that a run shows the cause.
+        let why: Vec<Value> =
+            s.logs().into_iter().filter(|l| l["message"] == "the component registry is unavailable").collect();
+        println!("PUT canary answered 503 ({}); the host logged {why:?}; retrying", answer.text);
         tokio::time::sleep(Duration::from_secs(1)).await;
         attempt += 1;
     }

@@ -6,6 +6,7 @@
 //! no sort, so a page deep in the list costs what the first does. (`total`
 //! is still a count of the matching rows: docs/api.md says what it costs.)
 
+use petstore_model::{ORDER_COLUMNS, PET_COLUMNS};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -13,13 +14,11 @@ use std::time::Duration;
 
 use crate::support::{Server, eventually};
 
-const PET_COLUMNS: &str = "id, name, species, tags, status, created_at, updated_at";
-
 /// A page of `table` filtered on `column` after `after`, as
 /// `paging::list` writes it for each database (on PostgreSQL the filter a
 /// range, the cursor a row comparison, ordered by both).
 fn filtered_page(postgres: bool, table: &str, column: &str, value: &str, after: i64) -> String {
-    let columns = if table == "pets" { PET_COLUMNS } else { "id, pet_id, quantity, status, created_at, updated_at" };
+    let columns = if table == "pets" { PET_COLUMNS } else { ORDER_COLUMNS };
     if postgres {
         format!(
             "SELECT {columns} FROM {table} WHERE {column} >= '{value}' AND {column} <= '{value}' \

@@ -54,6 +54,12 @@ fn count(answers: &[Answer], status: u16) -> usize {
     answers.iter().filter(|a| a.status == status).count()
 }
 
+/// Exactly one of `answers` is `won`, every other `lost`.
+fn assert_one_winner(answers: &[Answer], won: u16, lost: u16) {
+    let counts = (count(answers, won), count(answers, lost));
+    assert_eq!(counts, (1, answers.len() - 1), "{:?}", statuses(answers));
+}
+
 async fn pet_status(s: &Server, pet_id: i64) -> Value {
     s.get(&format!("/api/v1/pets/{pet_id}")).await.body["status"].clone()
 }
@@ -92,8 +98,7 @@ async fn concurrent_cancels_have_one_winner_and_404s() {
     let s = Server::start();
     for _ in 0..ROUNDS {
         let (pet_id, order) = pet_with_placed_order(&s).await;
-        let cancels = join_all((0..2 * EACH).map(|_| cancel(&s, order))).await;
-        assert_eq!((count(&cancels, 204), count(&cancels, 404)), (1, 2 * EACH - 1), "{:?}", statuses(&cancels));
+        assert_one_winner(&join_all((0..2 * EACH).map(|_| cancel(&s, order))).await, 204, 404);
         assert_eq!(pet_status(&s, pet_id).await, "available");
     }
     assert_eq!(s.get("/api/v1/orders").await.body["total"], 0);
@@ -106,7 +111,7 @@ async fn concurrent_deliveries_have_one_winner_and_409s() {
     for _ in 0..ROUNDS {
         let (pet_id, order) = pet_with_placed_order(&s).await;
         let delivers = join_all((0..2 * EACH).map(|_| deliver(&s, order))).await;
-        assert_eq!((count(&delivers, 200), count(&delivers, 409)), (1, 2 * EACH - 1), "{:?}", statuses(&delivers));
+        assert_one_winner(&delivers, 200, 409);
         let conflict = delivers.iter().find(|a| a.status == 409).expect("a loser");
         conflict.assert_error(409, "conflict");
         assert_eq!(pet_status(&s, pet_id).await, "sold");
@@ -135,13 +140,7 @@ async fn deleting_a_pet_races_an_order_for_it_without_orphaning_the_order() {
         } else {
             ordered += 1;
             // An order went first: exactly one, and the pet cannot be deleted.
-            assert_eq!(
-                (count(&orders, 201), count(&orders, 409)),
-                (1, EACH - 1),
-                "orders {:?} deletes {:?}",
-                statuses(&orders),
-                statuses(&deletes)
-            );
+            assert_one_winner(&orders, 201, 409);
             assert_eq!(count(&deletes, 409), EACH, "{:?}", statuses(&deletes));
             assert_eq!(pet.body["status"], "pending");
         }
@@ -185,7 +184,7 @@ async fn orders_for_the_last_available_pet_race_to_one_winner() {
         let pet_id = pet(&s).await;
         let body = json!({"pet_id": pet_id});
         let orders = join_all((0..2 * EACH).map(|_| s.post("/api/v1/orders", &body))).await;
-        assert_eq!((count(&orders, 201), count(&orders, 409)), (1, 2 * EACH - 1), "{:?}", statuses(&orders));
+        assert_one_winner(&orders, 201, 409);
         orders.iter().find(|a| a.status == 409).expect("a loser").assert_error(409, "conflict");
         assert_eq!(pet_status(&s, pet_id).await, "pending");
     }

@@ -31,6 +31,11 @@ fn postgres(s: &Server) -> bool {
     s.database_url.starts_with("postgres")
 }
 
+/// The attacks that apply to `s`'s database: `both`, then its own.
+fn against<'a>(s: &Server, both: &[&'a str], on_postgres: &[&'a str], on_sqlite: &[&'a str]) -> Vec<&'a str> {
+    [both, if postgres(s) { on_postgres } else { on_sqlite }].concat()
+}
+
 /// Run `statements` through the misbehave component (in one transaction
 /// when asked); a statement starting with `?` is a query whose rows come back.
 async fn sql(s: &Server, transaction: bool, statements: &[&str]) -> Answer {
@@ -115,32 +120,32 @@ async fn assert_unharmed(s: &Server, before: &Before) {
 async fn a_component_cannot_touch_the_registry_the_catalog_or_the_hosts_tables() {
     let s = server();
     let before = before(&s).await;
-    let mut attacks = vec![
-        // Take over the fleet: make `pets` run another stored version.
-        "UPDATE component_active SET digest = 'x' WHERE name = 'pets'",
-        "INSERT INTO component_versions (name, digest, bytes, size, uploaded_at, uploaded_by) VALUES ('pets', 'x', 'x', 1, 't', 'me')",
-        // Judge its own canary: promote it, or pad its counts with successes.
-        "UPDATE component_canary SET state = 'promoted'",
-        "INSERT INTO canary_counts VALUES ('pets', 0, 'me', 1000000, 0, 0)",
-        // Copy the registry or the schema into rows the public API returns.
-        "INSERT INTO pets (name, species, created_at, updated_at) SELECT digest, 'x', 't', 't' FROM component_active",
-        "?SELECT * FROM _sqlx_migrations",
-    ];
-    if postgres(&s) {
-        attacks.extend([
+    let attacks = against(
+        &s,
+        &[
+            // Take over the fleet: make `pets` run another stored version.
+            "UPDATE component_active SET digest = 'x' WHERE name = 'pets'",
+            "INSERT INTO component_versions (name, digest, bytes, size, uploaded_at, uploaded_by) VALUES ('pets', 'x', 'x', 1, 't', 'me')",
+            // Judge its own canary: promote it, or pad its counts with successes.
+            "UPDATE component_canary SET state = 'promoted'",
+            "INSERT INTO canary_counts VALUES ('pets', 0, 'me', 1000000, 0, 0)",
+            // Copy the registry or the schema into rows the public API returns.
+            "INSERT INTO pets (name, species, created_at, updated_at) SELECT digest, 'x', 't', 't' FROM component_active",
+            "?SELECT * FROM _sqlx_migrations",
+        ],
+        &[
             "UPDATE petstore_registry.component_active SET digest = 'x'",
             "UPDATE petstore_registry.canary_counts SET errors = 0",
             "?SELECT rolname FROM pg_roles",
             "INSERT INTO pets (name, species, created_at, updated_at) SELECT usename, 'x', 't', 't' FROM pg_stat_activity",
             "?SELECT table_name FROM information_schema.tables",
-        ]);
-    } else {
-        attacks.extend([
+        ],
+        &[
             "?SELECT name, sql FROM sqlite_master",
             "INSERT INTO pets (name, species, created_at, updated_at) SELECT name, 'x', 't', 't' FROM sqlite_schema",
             "?WITH t AS (SELECT 1) SELECT count(*) FROM sqlite_master",
-        ]);
-    }
+        ],
+    );
     for attack in attacks {
         assert_refused(&s, false, &[attack]).await;
         assert_refused(&s, true, &["UPDATE pets SET name = name", attack]).await;
@@ -152,26 +157,26 @@ async fn a_component_cannot_touch_the_registry_the_catalog_or_the_hosts_tables()
 async fn a_component_cannot_change_the_schema_or_plant_a_trigger_that_undoes_a_rollback() {
     let s = server();
     let before = before(&s).await;
-    let mut attacks = vec![
-        "CREATE TABLE stolen (x TEXT)",
-        "DROP TABLE pet_tags",
-        "ALTER TABLE pets ADD COLUMN owner TEXT",
-        "CREATE INDEX pets_name ON pets (name)",
-    ];
-    if postgres(&s) {
-        attacks.extend([
+    let attacks = against(
+        &s,
+        &[
+            "CREATE TABLE stolen (x TEXT)",
+            "DROP TABLE pet_tags",
+            "ALTER TABLE pets ADD COLUMN owner TEXT",
+            "CREATE INDEX pets_name ON pets (name)",
+        ],
+        &[
             "CREATE FUNCTION undo() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
             "CREATE TRIGGER undo BEFORE UPDATE ON pets FOR EACH ROW EXECUTE FUNCTION undo()",
             "CREATE TEMP TABLE t (x int)",
             "DO $$ BEGIN EXECUTE 'DROP TABLE pets'; END $$",
-        ]);
-    } else {
-        attacks.extend([
+        ],
+        &[
             "CREATE TRIGGER undo AFTER UPDATE ON pets BEGIN UPDATE pets SET status = 'sold'; END",
             "CREATE TEMP TABLE t (x)",
             "CREATE VIEW v AS SELECT * FROM pets",
-        ]);
-    }
+        ],
+    );
     for attack in attacks {
         assert_refused(&s, false, &[attack]).await;
     }

@@ -77,15 +77,9 @@ pub const QUANTITY: RangeInclusive<i64> = 1..=100;
 /// The quantity of an order that names none.
 pub const DEFAULT_QUANTITY: i64 = 1;
 
-/// The columns of a pet's row (table `pets`), in the order every reader of
-/// a row takes them.
-pub const PET_COLUMNS: &str = "id, name, species, tags, status, created_at, updated_at";
-/// The columns of an order's row (table `orders`), likewise.
-pub const ORDER_COLUMNS: &str = "id, pet_id, quantity, status, created_at, updated_at";
-
 /// A row's columns, read by position: what the host's storage and the
 /// handlers' database interface each give, so that a row becomes a record
-/// in one place ([`Pet::from_row`], [`Order::from_row`]).
+/// in one place (each record's `from_row`).
 pub trait Columns {
     type Error;
     fn int(&self, i: usize) -> Result<i64, Self::Error>;
@@ -95,60 +89,132 @@ pub trait Columns {
     fn tags(&self, i: usize) -> Result<Vec<String>, Self::Error>;
 }
 
-/// A pet as stored and answered.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields))]
-pub struct Pet {
-    pub id: i64,
-    pub name: String,
-    pub species: String,
-    pub tags: Vec<String>,
-    pub status: String,
-    pub created_at: String,
-    pub updated_at: String,
+/// A statement's parameters, bound in order: what the host's storage and
+/// the handlers' database interface each take, so that a record becomes
+/// parameters in one place (each record's `bind`).
+pub trait Params {
+    type Error;
+    fn int(&mut self, value: i64);
+    fn opt_int(&mut self, value: Option<i64>);
+    fn text(&mut self, value: String);
+    /// A pet's tags, stored as a JSON array in the client's order.
+    fn tags(&mut self, value: Vec<String>) -> Result<(), Self::Error>;
 }
 
-/// An order as stored and answered.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields))]
-pub struct Order {
-    pub id: i64,
+/// Declares `$name`, a record's parameters gathered in a `Vec<$value>`, for
+/// a value type with `Integer`, `Text` and `Null` variants (the host's
+/// storage and the handlers' database interface each have one), so that
+/// both bind alike. Tags are encoded with the caller's `serde_json`, whose
+/// error `$to_error` turns into `$error`.
+#[macro_export]
+macro_rules! params {
+    ($(#[$doc:meta])* $vis:vis $name:ident($value:ident), $error:ty = $to_error:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Default)]
+        $vis struct $name(pub Vec<$value>);
+
+        impl $crate::Params for $name {
+            type Error = $error;
+
+            fn int(&mut self, value: i64) {
+                self.0.push($value::Integer(value));
+            }
+
+            fn opt_int(&mut self, value: Option<i64>) {
+                self.0.push(value.map_or($value::Null, $value::Integer));
+            }
+
+            fn text(&mut self, value: String) {
+                self.0.push($value::Text(value));
+            }
+
+            fn tags(&mut self, value: Vec<String>) -> Result<(), $error> {
+                let json = serde_json::to_string(&value).map_err($to_error)?;
+                self.0.push($value::Text(json));
+                Ok(())
+            }
+        }
+    };
+}
+
+/// A stored record, declared once: its struct, its columns' names in order
+/// (the constant), reading it from a row of those columns and binding it as
+/// their parameters. Each field names its column's kind, a method of
+/// [`Columns`] and of [`Params`].
+macro_rules! record {
+    (
+        $(#[$doc:meta])* $name:ident, $columns:ident:
+        $(#[$first_doc:meta])* $first:ident: $first_ty:ty => $first_kind:ident
+        $(, $(#[$field_doc:meta])* $field:ident: $ty:ty => $kind:ident)* $(,)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields))]
+        pub struct $name {
+            $(#[$first_doc])* pub $first: $first_ty,
+            $($(#[$field_doc])* pub $field: $ty,)*
+        }
+
+        #[doc = concat!("The columns of [`", stringify!($name), "`], in the order `from_row` reads and `bind` binds them.")]
+        pub const $columns: &str = concat!(stringify!($first) $(, ", ", stringify!($field))*);
+
+        impl $name {
+            #[doc = concat!("A row of [`", stringify!($columns), "`].")]
+            pub fn from_row<C: Columns>(row: &C) -> Result<$name, C::Error> {
+                let $first = row.$first_kind(0)?;
+                let mut column = 0;
+                $(let $field = {
+                    column += 1;
+                    row.$kind(column)?
+                };)*
+                Ok($name { $first, $($field),* })
+            }
+
+            #[doc = concat!("Bind every column of [`", stringify!($columns), "`], in order.")]
+            pub fn bind<P: Params>(self, params: &mut P) -> Result<(), P::Error> {
+                record!(@bind params, self.$first, $first_kind);
+                $(record!(@bind params, self.$field, $kind);)*
+                Ok(())
+            }
+        }
+    };
+    (@bind $params:ident, $value:expr, tags) => { $params.tags($value)? };
+    (@bind $params:ident, $value:expr, $kind:ident) => { $params.$kind($value) };
+}
+
+record!(
+    /// A pet as stored and answered.
+    Pet, PET_COLUMNS:
+    id: i64 => int,
+    name: String => text,
+    species: String => text,
+    tags: Vec<String> => tags,
+    status: String => text,
+    created_at: String => text,
+    updated_at: String => text,
+);
+
+record!(
+    /// What a client writes of a pet (create, replace, patch): the columns
+    /// every write sets, besides the time.
+    PetFields, PET_FIELD_COLUMNS:
+    name: String => text,
+    species: String => text,
+    tags: Vec<String> => tags,
+    status: String => text,
+);
+
+record!(
+    /// An order as stored and answered.
+    Order, ORDER_COLUMNS:
+    id: i64 => int,
     /// `None` once a pet whose orders were all delivered has been deleted.
-    pub pet_id: Option<i64>,
-    pub quantity: i64,
-    pub status: String,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl Pet {
-    /// A row of [`PET_COLUMNS`].
-    pub fn from_row<C: Columns>(row: &C) -> Result<Pet, C::Error> {
-        Ok(Pet {
-            id: row.int(0)?,
-            name: row.text(1)?,
-            species: row.text(2)?,
-            tags: row.tags(3)?,
-            status: row.text(4)?,
-            created_at: row.text(5)?,
-            updated_at: row.text(6)?,
-        })
-    }
-}
-
-impl Order {
-    /// A row of [`ORDER_COLUMNS`].
-    pub fn from_row<C: Columns>(row: &C) -> Result<Order, C::Error> {
-        Ok(Order {
-            id: row.int(0)?,
-            pet_id: row.opt_int(1)?,
-            quantity: row.int(2)?,
-            status: row.text(3)?,
-            created_at: row.text(4)?,
-            updated_at: row.text(5)?,
-        })
-    }
-}
+    pet_id: Option<i64> => opt_int,
+    quantity: i64 => int,
+    status: String => text,
+    created_at: String => text,
+    updated_at: String => text,
+);
 
 /// What surrounding white space does to a text value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +273,89 @@ pub fn is_timestamp(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Value {
+        Integer(i64),
+        Text(String),
+        Null,
+    }
+
+    params!(Bound(Value), String = |e: serde_json::Error| e.to_string());
+
+    /// The bound values read back as a row, as the databases would answer.
+    impl Columns for Bound {
+        type Error = String;
+        fn int(&self, i: usize) -> Result<i64, String> {
+            self.opt_int(i)?.ok_or(format!("column {i} is null"))
+        }
+        fn opt_int(&self, i: usize) -> Result<Option<i64>, String> {
+            match self.0.get(i) {
+                Some(Value::Integer(v)) => Ok(Some(*v)),
+                Some(Value::Null) => Ok(None),
+                other => Err(format!("column {i} is {other:?}")),
+            }
+        }
+        fn text(&self, i: usize) -> Result<String, String> {
+            let Some(Value::Text(text)) = self.0.get(i) else { return Err(format!("column {i} is not text")) };
+            Ok(text.clone())
+        }
+        fn tags(&self, i: usize) -> Result<Vec<String>, String> {
+            serde_json::from_str(&self.text(i)?).map_err(|e| e.to_string())
+        }
+    }
+
+    #[test]
+    fn a_record_binds_its_columns_in_order_and_reads_back_from_that_row() {
+        let pet = Pet {
+            id: 7,
+            name: "Rex".into(),
+            species: "dog".into(),
+            tags: vec!["b".into(), "a \"".into()],
+            status: "sold".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-02T00:00:00Z".into(),
+        };
+        let mut row = Bound::default();
+        pet.clone().bind(&mut row).expect("bind");
+        let text = |t: &str| Value::Text(t.into());
+        assert_eq!(PET_COLUMNS, "id, name, species, tags, status, created_at, updated_at");
+        assert_eq!(
+            row.0,
+            [
+                Value::Integer(7),
+                text("Rex"),
+                text("dog"),
+                text(r#"["b","a \""]"#),
+                text("sold"),
+                text("2026-01-01T00:00:00Z"),
+                text("2026-01-02T00:00:00Z")
+            ]
+        );
+        assert_eq!(Pet::from_row(&row), Ok(pet));
+
+        let order = Order {
+            id: 3,
+            pet_id: None,
+            quantity: 2,
+            status: "placed".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let mut row = Bound::default();
+        order.clone().bind(&mut row).expect("bind");
+        assert_eq!(ORDER_COLUMNS, "id, pet_id, quantity, status, created_at, updated_at");
+        assert_eq!(row.0[..3], [Value::Integer(3), Value::Null, Value::Integer(2)]);
+        assert_eq!(Order::from_row(&row), Ok(order));
+
+        // What every write sets, in its columns' order; too few for a pet.
+        let fields = PetFields { name: "a".into(), species: "b".into(), tags: vec![], status: "sold".into() };
+        let mut row = Bound::default();
+        fields.bind(&mut row).expect("bind");
+        assert_eq!(PET_FIELD_COLUMNS, "name, species, tags, status");
+        assert_eq!(row.0, [text("a"), text("b"), text("[]"), text("sold")]);
+        assert!(Pet::from_row(&row).is_err());
+    }
 
     #[test]
     fn names_are_trimmed_and_counted_in_characters() {

@@ -1,11 +1,12 @@
-//! Pets and orders as the handlers read them from rows. The records, their
-//! columns and how a row becomes one are `petstore_model`'s; this is the
-//! handlers' side of reading a row.
+//! Pets and orders as the handlers read them from rows and bind them as
+//! parameters. The records, their columns and how a row becomes one (and
+//! one becomes parameters) are `petstore_model`'s; this is the handlers'
+//! side of both.
 
-pub use petstore_model::{ORDER_COLUMNS, PET_COLUMNS};
+pub use petstore_model::{ORDER_COLUMNS, PET_COLUMNS, PET_FIELD_COLUMNS};
 use petstore_model::{Order, Pet};
 
-use crate::db::{FromRow, Row};
+use crate::db::{FromRow, Row, Value};
 use crate::error::ApiError;
 
 impl petstore_model::Columns for Row<'_> {
@@ -27,6 +28,11 @@ impl petstore_model::Columns for Row<'_> {
         serde_json::from_str(&Row::text(self, i)?).map_err(|_| ApiError::Internal)
     }
 }
+
+petstore_model::params!(
+    /// Parameters for a statement, bound in order by a record's `bind`.
+    pub Params(Value), ApiError = |_| ApiError::Internal
+);
 
 impl FromRow for Pet {
     fn from_row(row: Row<'_>) -> Result<Pet, ApiError> {

@@ -5,9 +5,11 @@
 //! a trigger keeps in step (migration 0003): writing a pet is one statement.
 
 use petstore_guest::db::{self, Db, Sql, Value};
-use petstore_guest::model::{NAME_MAX, OrderStatus, PET_STATUSES, Pet, PetStatus, SPECIES_MAX, TAG_MAX, TAGS_MAX};
+use petstore_guest::model::{
+    NAME_MAX, OrderStatus, PET_STATUSES, Pet, PetFields, PetStatus, SPECIES_MAX, TAG_MAX, TAGS_MAX,
+};
 use petstore_guest::paging::{self, Filters};
-use petstore_guest::records::PET_COLUMNS;
+use petstore_guest::records::{PET_COLUMNS, PET_FIELD_COLUMNS, Params};
 use petstore_guest::validate::{self, Padding, Presence, Validator};
 use petstore_guest::{ApiError, Request, Response};
 use serde_json::{Map, Value as Json};
@@ -38,27 +40,17 @@ fn route(req: &Request) -> Result<Response, ApiError> {
     }
 }
 
-/// The client-settable fields of a pet, validated.
-struct PetFields {
-    name: String,
-    species: String,
-    tags: Vec<String>,
-    status: String,
-}
-
-impl PetFields {
-    /// Validate a whole pet (create and replace): absent `tags` and `status`
-    /// take their defaults; `null` is not a value of any field.
-    fn from_json(obj: &Map<String, Json>) -> Result<PetFields, ApiError> {
-        let mut v = Validator::new();
-        let name = v.text(obj, "name", NAME_MAX, Presence::Required);
-        let species = v.text(obj, "species", SPECIES_MAX, Presence::Required);
-        let tags = tags(&mut v, obj.get("tags"));
-        let status = v.one_of(obj, "status", PET_STATUSES, Presence::Optional);
-        let ((name, species), tags) = v.finish_with(name.zip(species).zip(tags))?;
-        let status = status.unwrap_or_else(|| PetStatus::Available.as_str().to_string());
-        Ok(PetFields { name, species, tags, status })
-    }
+/// Validate a whole pet (create and replace): absent `tags` and `status`
+/// take their defaults; `null` is not a value of any field.
+fn fields(obj: &Map<String, Json>) -> Result<PetFields, ApiError> {
+    let mut v = Validator::new();
+    let name = v.text(obj, "name", NAME_MAX, Presence::Required);
+    let species = v.text(obj, "species", SPECIES_MAX, Presence::Required);
+    let tags = tags(&mut v, obj.get("tags"));
+    let status = v.one_of(obj, "status", PET_STATUSES, Presence::Optional);
+    let ((name, species), tags) = v.finish_with(name.zip(species).zip(tags))?;
+    let status = status.unwrap_or_else(|| PetStatus::Available.as_str().to_string());
+    Ok(PetFields { name, species, tags, status })
 }
 
 /// At most 10 distinct strings of 1–30 characters, taken as sent (not
@@ -116,22 +108,17 @@ fn get(id: i64) -> Result<Response, ApiError> {
 }
 
 fn create(req: &Request) -> Result<Response, ApiError> {
-    let fields = PetFields::from_json(&req.json_object()?)?;
+    let fields = fields(&req.json_object()?)?;
+    let params = written(fields)?;
     let pet: Pet = Db.one(
-        &format!("INSERT INTO pets (name, species, tags, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {PET_COLUMNS}"),
-        &[
-            Value::Text(fields.name),
-            Value::Text(fields.species),
-            Value::Text(tags_json(&fields.tags)?),
-            Value::Text(fields.status),
-            Value::Text(petstore_guest::time::now_rfc3339()),
-        ],
+        &format!("INSERT INTO pets ({PET_FIELD_COLUMNS}, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) RETURNING {PET_COLUMNS}"),
+        &params,
     )?;
     Ok(Response::json(201, &pet).header("location", format!("{PREFIX}/{}", pet.id)))
 }
 
 fn replace(req: &Request, id: i64) -> Result<Response, ApiError> {
-    let fields = PetFields::from_json(&req.json_object()?)?;
+    let fields = fields(&req.json_object()?)?;
     let pet = store(&Db, id, fields)?;
     Ok(Response::json(200, &pet))
 }
@@ -168,7 +155,7 @@ fn patch(req: &Request, id: i64) -> Result<Response, ApiError> {
             None => {}
         }
     }
-    let pet = store(&tx, id, PetFields::from_json(&merged)?)?;
+    let pet = store(&tx, id, fields(&merged)?)?;
     db::commit(tx)?;
     Ok(Response::json(200, &pet))
 }
@@ -186,22 +173,22 @@ fn lock(tx: &impl Sql, id: i64) -> Result<Option<Pet>, ApiError> {
 
 /// Overwrite a pet's fields (its tags' index follows); `404` when it is gone.
 fn store(sql: &impl Sql, id: i64, fields: PetFields) -> Result<Pet, ApiError> {
+    let mut params = written(fields)?;
+    params.push(Value::Integer(id));
     sql.optional(
-        &format!("UPDATE pets SET name = $2, species = $3, tags = $4, status = $5, updated_at = $6 WHERE id = $1 RETURNING {PET_COLUMNS}"),
-        &[
-            Value::Integer(id),
-            Value::Text(fields.name),
-            Value::Text(fields.species),
-            Value::Text(tags_json(&fields.tags)?),
-            Value::Text(fields.status),
-            Value::Text(petstore_guest::time::now_rfc3339()),
-        ],
+        &format!("UPDATE pets SET name = $1, species = $2, tags = $3, status = $4, updated_at = $5 WHERE id = $6 RETURNING {PET_COLUMNS}"),
+        &params,
     )?
     .ok_or_else(|| ApiError::not_found("pet"))
 }
 
-fn tags_json(tags: &[String]) -> Result<String, ApiError> {
-    serde_json::to_string(tags).map_err(|_| ApiError::Internal)
+/// What every write of a pet binds: its fields in [`PET_FIELD_COLUMNS`]
+/// order, then the time of the write.
+fn written(fields: PetFields) -> Result<Vec<Value>, ApiError> {
+    let mut params = Params::default();
+    fields.bind(&mut params)?;
+    params.0.push(Value::Text(petstore_guest::time::now_rfc3339()));
+    Ok(params.0)
 }
 
 /// `409` while the pet has an order that is not delivered. The pet's row is

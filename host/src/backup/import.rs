@@ -9,8 +9,9 @@ use petstore_model::{self as model, ORDER_COLUMNS, Order, PET_COLUMNS, Padding, 
 use super::{BackupError, Counts, FORMAT, Header, Record, VERSION, count, progress_bar};
 use crate::storage::{Database, DbError, Transaction, Value};
 
-/// Rows per multi-row INSERT: well under both backends' parameter limits.
-const BATCH: usize = 500;
+/// Parameters per multi-row INSERT (500 pets): well under both backends'
+/// limits (SQLite 32,766, PostgreSQL 65,535).
+const BATCH: usize = 3_500;
 
 /// Read a backup from `input` (of `size` bytes, for progress) into the
 /// database, in one transaction.
@@ -94,8 +95,9 @@ impl From<DbError> for Problem {
 struct Loader {
     pet_ids: HashSet<i64>,
     order_ids: HashSet<i64>,
-    pet_rows: Vec<Vec<Value>>,
-    order_rows: Vec<Vec<Value>>,
+    /// The batch's pets, bound row after row.
+    pet_rows: Row,
+    order_rows: Row,
     pets: i64,
     orders: i64,
 }
@@ -118,7 +120,7 @@ impl Loader {
                 self.add_order(order)?;
             }
         }
-        if self.pet_rows.len() >= BATCH || self.order_rows.len() >= BATCH {
+        if self.pet_rows.0.len() >= BATCH || self.order_rows.0.len() >= BATCH {
             self.flush(tx).await?;
         }
         Ok(())
@@ -137,34 +139,16 @@ impl Loader {
         check(model::PetStatus::parse(&pet.status).is_some(), "pet status is not available, pending or sold")?;
         check_times(&pet.created_at, &pet.updated_at)?;
         // The tags' index (pet_tags) follows by trigger.
-        let tags_json = serde_json::to_string(&pet.tags).map_err(|e| Problem::Invalid(e.to_string()))?;
-        self.pet_rows.push(vec![
-            Value::Integer(pet.id),
-            Value::Text(pet.name),
-            Value::Text(pet.species),
-            Value::Text(tags_json),
-            Value::Text(pet.status),
-            Value::Text(pet.created_at),
-            Value::Text(pet.updated_at),
-        ]);
         self.pets += 1;
-        Ok(())
+        pet.bind(&mut self.pet_rows)
     }
 
     fn add_order(&mut self, order: Order) -> Result<(), Problem> {
         check(model::QUANTITY.contains(&order.quantity), "quantity must be 1 to 100")?;
         check(model::OrderStatus::parse(&order.status).is_some(), "order status is not placed, approved or delivered")?;
         check_times(&order.created_at, &order.updated_at)?;
-        self.order_rows.push(vec![
-            Value::Integer(order.id),
-            order.pet_id.map_or(Value::Null, Value::Integer),
-            Value::Integer(order.quantity),
-            Value::Text(order.status),
-            Value::Text(order.created_at),
-            Value::Text(order.updated_at),
-        ]);
         self.orders += 1;
-        Ok(())
+        order.bind(&mut self.order_rows)
     }
 
     async fn flush(&mut self, tx: &mut Transaction) -> Result<(), Problem> {
@@ -174,15 +158,23 @@ impl Loader {
     }
 }
 
-/// One multi-row INSERT of `rows` (values of `columns`, in order) into
-/// `table`; `rows` is emptied.
-async fn insert(tx: &mut Transaction, table: &str, columns: &str, rows: &mut Vec<Vec<Value>>) -> Result<(), DbError> {
-    let Some(width) = rows.first().map(Vec::len) else { return Ok(()) };
-    let tuples: Vec<String> = (0..rows.len())
+model::params!(
+    /// One row's parameters, bound in order by a record's `bind`.
+    Row(Value), Problem = |e| Problem::Invalid(e.to_string())
+);
+
+/// One multi-row INSERT into `table` of `rows`: values of `columns`, row
+/// after row; `rows` is emptied.
+async fn insert(tx: &mut Transaction, table: &str, columns: &str, rows: &mut Row) -> Result<(), DbError> {
+    let width = columns.split(", ").count();
+    if rows.0.is_empty() {
+        return Ok(());
+    }
+    let tuples: Vec<String> = (0..rows.0.len() / width)
         .map(|r| format!("({})", (1..=width).map(|c| format!("${}", r * width + c)).collect::<Vec<_>>().join(", ")))
         .collect();
-    let params: Vec<Value> = rows.drain(..).flatten().collect();
-    tx.execute(&format!("INSERT INTO {table} ({columns}) VALUES {}", tuples.join(", ")), params).await?;
+    tx.execute(&format!("INSERT INTO {table} ({columns}) VALUES {}", tuples.join(", ")), std::mem::take(&mut rows.0))
+        .await?;
     Ok(())
 }
 

@@ -15,6 +15,12 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> ConfigError {
+        ConfigError { variable, message: message.into() }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     Development,
@@ -142,84 +148,78 @@ impl Config {
             Some("staging") => Environment::Staging,
             Some("production") => Environment::Production,
             Some(other) => {
-                return Err(ConfigError {
-                    variable: "ENVIRONMENT",
-                    message: format!("{other:?} is not one of development, staging, production"),
-                });
+                return Err(ConfigError::new(
+                    "ENVIRONMENT",
+                    format!("{other:?} is not one of development, staging, production"),
+                ));
             }
         };
         let pagination_limit = number(&get, "PAGINATION_LIMIT", 20, 1, 10_000)?;
         let pagination_max = number(&get, "PAGINATION_MAX", 100, 1, 10_000)?;
         if pagination_limit > pagination_max {
-            return Err(ConfigError {
-                variable: "PAGINATION_LIMIT",
-                message: format!("{pagination_limit} is above PAGINATION_MAX ({pagination_max})"),
-            });
+            return Err(ConfigError::new(
+                "PAGINATION_LIMIT",
+                format!("{pagination_limit} is above PAGINATION_MAX ({pagination_max})"),
+            ));
         }
         let log_level = get("LOG_LEVEL").unwrap_or_else(|| "info".into()).to_ascii_lowercase();
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(ConfigError { variable: "LOG_LEVEL", message: format!("{log_level:?} is not a log level") });
+            return Err(ConfigError::new("LOG_LEVEL", format!("{log_level:?} is not a log level")));
         }
         let cors_origins: Vec<String> = get("CORS_ORIGINS")
             .map(|v| v.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
             .unwrap_or_default();
         for origin in &cors_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
-                return Err(ConfigError {
-                    variable: "CORS_ORIGINS",
-                    message: format!("{origin:?} is not an origin like https://example.com"),
-                });
+                return Err(ConfigError::new(
+                    "CORS_ORIGINS",
+                    format!("{origin:?} is not an origin like https://example.com"),
+                ));
             }
         }
         let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://petstore.db".into());
         let sqlite = database_url.starts_with("sqlite:");
         let postgres = database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
         if !sqlite && !postgres {
-            return Err(ConfigError {
-                variable: "DATABASE_URL",
-                message: "must start with sqlite: or postgres://".into(),
-            });
+            return Err(ConfigError::new("DATABASE_URL", "must start with sqlite: or postgres://"));
         }
         if sqlite && environment == Environment::Production {
-            return Err(ConfigError {
-                variable: "DATABASE_URL",
-                message: "ENVIRONMENT=production needs PostgreSQL; SQLite is for development".into(),
-            });
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "ENVIRONMENT=production needs PostgreSQL; SQLite is for development",
+            ));
         }
         let admin_token = get("ADMIN_TOKEN");
-        if environment != Environment::Development
+        // Staging and production hold real data: the admin API needs a
+        // strong token and signed uploads there.
+        let strict = environment != Environment::Development;
+        if strict
             && let Some(token) = &admin_token
             && token.len() < MIN_ADMIN_TOKEN
         {
-            return Err(ConfigError {
-                variable: "ADMIN_TOKEN",
-                message: format!(
-                    "{} bytes; staging and production need at least {MIN_ADMIN_TOKEN} (openssl rand -hex 32)",
-                    token.len()
-                ),
-            });
+            let bytes = token.len();
+            let message =
+                format!("{bytes} bytes; staging and production need at least {MIN_ADMIN_TOKEN} (openssl rand -hex 32)");
+            return Err(ConfigError::new("ADMIN_TOKEN", message));
         }
         let component_public_key = secret(&get, "COMPONENT_PUBLIC_KEY", "COMPONENT_PUBLIC_KEY_FILE")?
-            .map(|(variable, text)| minisign_public_key(&text).map_err(|message| ConfigError { variable, message }))
+            .map(|(variable, text)| minisign_public_key(&text).map_err(|message| ConfigError::new(variable, message)))
             .transpose()?;
-        if environment != Environment::Development && admin_token.is_some() && component_public_key.is_none() {
-            return Err(ConfigError {
-                variable: "COMPONENT_PUBLIC_KEY",
-                message: format!(
-                    "ENVIRONMENT={} with the admin API on needs the key uploads are signed with",
-                    environment.as_str()
-                ),
-            });
+        if strict && admin_token.is_some() && component_public_key.is_none() {
+            let environment = environment.as_str();
+            let message =
+                format!("ENVIRONMENT={environment} with the admin API on needs the key uploads are signed with");
+            return Err(ConfigError::new("COMPONENT_PUBLIC_KEY", message));
         }
         let component_artifact_key = secret(&get, "COMPONENT_ARTIFACT_KEY", "COMPONENT_ARTIFACT_KEY_FILE")?
             .map(|(variable, text)| artifact_key(variable, &text))
             .transpose()?;
         let (db_user, db_password) = (get("DB_USER"), get("DB_PASSWORD"));
         if postgres && (db_user.is_some() || db_password.is_some()) && url_has_credentials(&database_url) {
-            return Err(ConfigError {
-                variable: "DB_USER",
-                message: "DATABASE_URL already carries credentials; give them in one place".into(),
-            });
+            return Err(ConfigError::new(
+                "DB_USER",
+                "DATABASE_URL already carries credentials; give them in one place",
+            ));
         }
         Ok(Config {
             port: number(&get, "PORT", 8080, 0, u16::MAX.into())? as u16,
@@ -287,11 +287,11 @@ fn secret(
     file_variable: &'static str,
 ) -> Result<Option<(&'static str, String)>, ConfigError> {
     match (get(variable), get(file_variable)) {
-        (Some(_), Some(_)) => Err(ConfigError { variable, message: format!("give it or {file_variable}, not both") }),
+        (Some(_), Some(_)) => Err(ConfigError::new(variable, format!("give it or {file_variable}, not both"))),
         (Some(text), None) => Ok(Some((variable, text))),
         (None, Some(path)) => std::fs::read_to_string(&path)
             .map(|text| Some((file_variable, text)))
-            .map_err(|e| ConfigError { variable: file_variable, message: format!("cannot read {path}: {e}") }),
+            .map_err(|e| ConfigError::new(file_variable, format!("cannot read {path}: {e}"))),
         (None, None) => Ok(None),
     }
 }
@@ -313,14 +313,11 @@ fn artifact_key(variable: &'static str, text: &str) -> Result<Vec<u8>, ConfigErr
         .flatten();
     match key {
         Some(key) if key.len() >= MIN_ARTIFACT_KEY => Ok(key),
-        Some(key) => Err(ConfigError {
+        Some(key) => Err(ConfigError::new(
             variable,
-            message: format!(
-                "{} bytes; at least {MIN_ARTIFACT_KEY} random bytes are needed (openssl rand -hex 32)",
-                key.len()
-            ),
-        }),
-        None => Err(ConfigError { variable, message: "is not hex (openssl rand -hex 32)".into() }),
+            format!("{} bytes; at least {MIN_ARTIFACT_KEY} random bytes are needed (openssl rand -hex 32)", key.len()),
+        )),
+        None => Err(ConfigError::new(variable, "is not hex (openssl rand -hex 32)")),
     }
 }
 
@@ -337,7 +334,7 @@ fn flag(get: &impl Fn(&str) -> Option<String>, variable: &'static str, default: 
         None => Ok(default),
         Some("1" | "true" | "yes" | "on") => Ok(true),
         Some("0" | "false" | "no" | "off") => Ok(false),
-        Some(other) => Err(ConfigError { variable, message: format!("{other:?} is not true or false") }),
+        Some(other) => Err(ConfigError::new(variable, format!("{other:?} is not true or false"))),
     }
 }
 
@@ -355,7 +352,7 @@ fn rate(get: &impl Fn(&str) -> Option<String>, variable: &'static str, default: 
     let Some(raw) = get(variable) else { return Ok(default) };
     match raw.trim().parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
-        _ => Err(ConfigError { variable, message: format!("{raw:?} is not a rate from 0 to 1 (e.g. 0.01 for 1%)") }),
+        _ => Err(ConfigError::new(variable, format!("{raw:?} is not a rate from 0 to 1 (e.g. 0.01 for 1%)"))),
     }
 }
 
@@ -370,7 +367,7 @@ fn number(
     let Some(raw) = get(variable) else { return Ok(default) };
     match raw.trim().parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ConfigError { variable, message: format!("{raw:?} is not an integer from {min} to {max}") }),
+        _ => Err(ConfigError::new(variable, format!("{raw:?} is not an integer from {min} to {max}"))),
     }
 }
 

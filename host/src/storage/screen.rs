@@ -243,6 +243,13 @@ mod tests {
         }
     }
 
+    /// Each statement is refused, and why says `because`.
+    fn all_refused(because: &str, statements: &[&str]) {
+        for sql in statements {
+            assert!(refused(sql).contains(because), "{sql}: {}", refused(sql));
+        }
+    }
+
     fn passes(sql: &str) {
         let verdict = screen().check(&Grant::new("pets", ["pets", "pet_tags"]), sql, Syntax::Postgres);
         assert!(verdict.is_ok(), "{sql:?}: {verdict:?}");
@@ -300,50 +307,53 @@ mod tests {
 
     #[test]
     fn session_and_schema_statements_are_refused() {
-        for sql in [
-            "SET statement_timeout = 0",
-            "set local statement_timeout = 0",
-            "RESET ALL",
-            "DISCARD ALL",
-            "LISTEN x",
-            "NOTIFY x",
-            "COPY pets TO STDOUT",
-            "CREATE TRIGGER t AFTER INSERT ON pets EXECUTE FUNCTION f()",
-            "DO $$ BEGIN PERFORM 1; END $$",
-            "PREPARE p AS SELECT 1",
-            "ALTER ROLE current_user SET default_transaction_read_only = on",
-            "/* SELECT */ SET x = 1",
-        ] {
-            assert!(refused(sql).contains("run"), "{sql}");
-        }
+        all_refused(
+            "run",
+            &[
+                "SET statement_timeout = 0",
+                "set local statement_timeout = 0",
+                "RESET ALL",
+                "DISCARD ALL",
+                "LISTEN x",
+                "NOTIFY x",
+                "COPY pets TO STDOUT",
+                "CREATE TRIGGER t AFTER INSERT ON pets EXECUTE FUNCTION f()",
+                "DO $$ BEGIN PERFORM 1; END $$",
+                "PREPARE p AS SELECT 1",
+                "ALTER ROLE current_user SET default_transaction_read_only = on",
+                "/* SELECT */ SET x = 1",
+            ],
+        );
     }
 
     #[test]
     fn functions_that_reach_beyond_the_statement_are_refused_however_written() {
-        for sql in [
-            "SELECT set_config('statement_timeout', '0', false)",
-            "SELECT pg_catalog.SET_CONFIG('x', 'y', false)",
-            "SELECT \"set_config\"('x', 'y', false)",
-            "SELECT pg_advisory_lock(1)",
-            "SELECT pg_try_advisory_lock_shared(1)",
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
-            "SELECT pg_notify('petstore_components', '')",
-            "SELECT query_to_xml('select * from orders', true, false, '')",
-            "SELECT lo_import('/etc/passwd')",
-        ] {
-            assert!(refused(sql).contains("beyond its tables"), "{sql}");
-        }
+        all_refused(
+            "beyond its tables",
+            &[
+                "SELECT set_config('statement_timeout', '0', false)",
+                "SELECT pg_catalog.SET_CONFIG('x', 'y', false)",
+                "SELECT \"set_config\"('x', 'y', false)",
+                "SELECT pg_advisory_lock(1)",
+                "SELECT pg_try_advisory_lock_shared(1)",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+                "SELECT pg_notify('petstore_components', '')",
+                "SELECT query_to_xml('select * from orders', true, false, '')",
+                "SELECT lo_import('/etc/passwd')",
+            ],
+        );
     }
 
     #[test]
     fn catalogs_are_refused_on_both_databases() {
-        for sql in [
-            "SELECT rolname FROM pg_roles",
-            "SELECT * FROM pg_catalog.pg_stat_activity",
-            "SELECT * FROM information_schema.tables",
-        ] {
-            assert!(refused(sql).contains("beyond its tables"), "{sql}");
-        }
+        all_refused(
+            "beyond its tables",
+            &[
+                "SELECT rolname FROM pg_roles",
+                "SELECT * FROM pg_catalog.pg_stat_activity",
+                "SELECT * FROM information_schema.tables",
+            ],
+        );
         let grant = Grant::new("pets", ["pets"]);
         let sqlite = screen().check(&grant, "INSERT INTO pets (name) SELECT sql FROM sqlite_master", Syntax::Sqlite);
         assert!(matches!(sqlite, Err(DbError::Forbidden(why)) if why.contains("sqlite_master")));
