@@ -11,6 +11,7 @@
 //! (`petstore.db` → `petstore.registry.db`), which no connection that runs
 //! a component's statement ever opens.
 
+mod library;
 mod pool;
 mod sandbox;
 
@@ -72,7 +73,7 @@ impl Sqlite {
     /// the registry beside it, before returning: local files, so failing
     /// fast is clearest. Returns the data, then the registry.
     pub async fn open(url: &str, options: &ConnectOptions) -> Result<(Sqlite, Sqlite), DbError> {
-        sandbox::configure_library();
+        library::configure();
         let data = connect_options(url)?;
         let registry = data.clone().filename(registry_path(data.get_filename()));
         // The registry is the host's alone, and rarely busy: two readers.

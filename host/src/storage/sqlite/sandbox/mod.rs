@@ -122,23 +122,6 @@ impl Sandbox {
     }
 }
 
-/// Process-wide SQLite settings, made once before the first connection
-/// opens (SQLite takes them only before it initializes). Memory statistics
-/// off: with them on, every allocation SQLite makes takes one global mutex,
-/// which every reader's worker thread then contends for (it showed up as a
-/// quarter of a list request's CPU time, `bench/profile --scenario list`).
-pub(super) fn configure_library() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: called before any connection exists (the backend opens
-        // none before this), from one thread (`Once`).
-        let done = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int) };
-        if done != ffi::SQLITE_OK {
-            tracing::info!(code = done, "SQLite was initialized already; memory statistics stay on");
-        }
-    });
-}
-
 /// Which database a connection is to, for its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Purpose {
