@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::to_bytes;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -119,12 +119,7 @@ async fn authorize(admin: &Admin, peer: SocketAddr, headers: &HeaderMap) -> Resu
 
 /// Every routed component: what this replica serves, what the registry
 /// wants, what each live replica runs, and the stored versions.
-async fn list(
-    State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, HttpError> {
-    authorize(&admin, peer, &headers).await?;
+async fn list(State(admin): State<Arc<Admin>>, _: Authorized<SMALL_LIMIT>) -> Result<Response, HttpError> {
     let statuses = admin.fleet.status().await.map_err(fleet_error)?;
     let components: Vec<_> = statuses
         .iter()
@@ -139,11 +134,9 @@ async fn list(
 /// running finish on the old version.
 async fn upload(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
-    req: Request,
+    Authorized { parts, body }: Authorized<UPLOAD_LIMIT>,
 ) -> Result<Response, HttpError> {
-    let (parts, bytes) = authorized_body(&admin, peer, req, UPLOAD_LIMIT).await?;
     let canary = canary_percent(parts.uri.query())?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let signature = header(SIGNATURE)
@@ -152,7 +145,7 @@ async fn upload(
         .map_err(|e| HttpError::SignatureRejected(e.to_string()))?;
     let uploaded_by = header(UPLOADED_BY).filter(|v| (1..=100).contains(&v.len())).unwrap_or("admin token");
     let loaded =
-        admin.fleet.publish(&name, bytes.to_vec(), signature, uploaded_by, canary).await.map_err(fleet_error)?;
+        admin.fleet.publish(&name, body.to_vec(), signature, uploaded_by, canary).await.map_err(fleet_error)?;
     let mut described = describe(&admin, &loaded, None);
     if let Some(percent) = canary {
         described["canary"] = json!({ "percent": percent, "state": "running" });
@@ -177,11 +170,9 @@ fn canary_percent(query: Option<&str>) -> Result<Option<u8>, HttpError> {
 /// everywhere, now; `abort`: end it everywhere, now.
 async fn decide_canary(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((name, action)): Path<(String, String)>,
-    req: Request,
+    _: Authorized<SMALL_LIMIT>,
 ) -> Result<Response, HttpError> {
-    authorized_body(&admin, peer, req, SMALL_LIMIT).await?;
     let decided = match action.as_str() {
         "promote" => admin.fleet.promote_canary(&name).await,
         "abort" => admin.fleet.abort_canary(&name).await,
@@ -202,11 +193,9 @@ async fn canary_answer(admin: &Admin, name: &str) -> Result<Response, HttpError>
 /// `{"digest": "sha256:…"}`: make that stored version active everywhere.
 async fn activate(
     State(admin): State<Arc<Admin>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
-    req: Request,
+    Authorized { body, .. }: Authorized<SMALL_LIMIT>,
 ) -> Result<Response, HttpError> {
-    let (_, body) = authorized_body(&admin, peer, req, SMALL_LIMIT).await?;
     let digest = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["digest"].as_str().map(|d| d.trim_start_matches("sha256:").to_string()))
@@ -215,24 +204,29 @@ async fn activate(
     Ok(json_response(StatusCode::OK, &describe(&admin, &loaded, None)))
 }
 
-/// The body, at most `limit` bytes, within `BODY_TIMEOUT_MS`.
-/// The request's head and its body, up to `limit` bytes within the body
-/// timeout, once its token is right. Not a byte of the body is read before:
-/// an unauthenticated client costs no memory (the answer closes the
-/// connection, body unread).
-async fn authorized_body(
-    admin: &Admin,
-    peer: SocketAddr,
-    req: Request,
-    limit: usize,
-) -> Result<(http::request::Parts, bytes::Bytes), HttpError> {
-    let (parts, body) = req.into_parts();
-    authorize(admin, peer, &parts.headers).await?;
-    let bytes = tokio::time::timeout(admin.body_timeout, to_bytes(body, limit))
-        .await
-        .map_err(|_| HttpError::RequestTimeout(admin.body_timeout.as_millis()))?
-        .map_err(|_| HttpError::PayloadTooLarge(limit))?;
-    Ok((parts, bytes))
+/// A request whose token is right, with its body: at most `LIMIT` bytes,
+/// read within the body timeout. The token is checked on the head before a
+/// byte of the body is read: an unauthenticated client costs no memory
+/// (the answer closes the connection, body unread).
+struct Authorized<const LIMIT: usize> {
+    parts: http::request::Parts,
+    body: bytes::Bytes,
+}
+
+impl<const LIMIT: usize> FromRequest<Arc<Admin>> for Authorized<LIMIT> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, admin: &Arc<Admin>) -> Result<Self, HttpError> {
+        let (parts, body) = req.into_parts();
+        // The admin listener always serves with the peer's address.
+        let ConnectInfo(peer) = *parts.extensions.get::<ConnectInfo<SocketAddr>>().ok_or(HttpError::Internal)?;
+        authorize(admin, peer, &parts.headers).await?;
+        let body = tokio::time::timeout(admin.body_timeout, to_bytes(body, LIMIT))
+            .await
+            .map_err(|_| HttpError::RequestTimeout(admin.body_timeout.as_millis()))?
+            .map_err(|_| HttpError::PayloadTooLarge(LIMIT))?;
+        Ok(Authorized { parts, body })
+    }
 }
 
 fn fleet_error(err: FleetError) -> HttpError {
