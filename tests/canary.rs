@@ -35,6 +35,8 @@ fn host(name: &str, database: Option<&str>, extra: &[(&str, &str)]) -> Server {
 #[derive(Clone)]
 struct Sample {
     host: usize,
+    /// When the request was sent, and when its answer came.
+    sent: Instant,
     at: Instant,
     status: u16,
     /// `X-Component-Version`, without `sha256:`.
@@ -59,6 +61,7 @@ impl Traffic {
                 let (url, client, stop, samples) = (s.url(path), s.client.clone(), stop.clone(), samples.clone());
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
+                        let sent = Instant::now();
                         let (status, digest) = match client.get(&url).send().await {
                             Ok(resp) => {
                                 let digest = resp.headers().get("x-component-version").and_then(|v| v.to_str().ok());
@@ -67,7 +70,7 @@ impl Traffic {
                             }
                             Err(_) => (0, String::new()),
                         };
-                        samples.lock().unwrap().push(Sample { host, at: Instant::now(), status, digest });
+                        samples.lock().unwrap().push(Sample { host, sent, at: Instant::now(), status, digest });
                     }
                 }));
             }
@@ -93,8 +96,7 @@ async fn status(s: &Server, name: &str) -> Value {
     list["components"].as_array().into_iter().flatten().find(|c| c["name"] == name).cloned().unwrap_or(Value::Null)
 }
 
-/// Upload `file` as a canary of `versioned` at `percent`.
-/// PUT `file` as a canary. A `503` (the registry did not answer in time,
+/// PUT `file` as a canary of `versioned` at `percent`. A `503` (the registry did not answer in time,
 /// as happens on a machine loaded by the whole suite) is what the admin
 /// API tells a client to retry, and `rollout-component` does: so does this,
 /// a few times (a PUT that committed before its 503 starts the same canary
@@ -180,10 +182,17 @@ async fn a_failing_canary_is_rolled_back_on_every_host_by_itself() {
             "round {round}: a host served the canary {:?} after the rollback was seen",
             last_canary - decided_at
         );
+        // Judged by when a request was sent: one already running when its
+        // host switched finishes on the version it started on, by design.
         for host in 0..3 {
-            let tail: Vec<_> = samples.iter().filter(|s| s.host == host && s.at > decided_at + Duration::from_millis(500)).collect();
+            let tail: Vec<_> = samples.iter().filter(|s| s.host == host && s.sent > decided_at + Duration::from_millis(500)).collect();
             assert!(!tail.is_empty(), "round {round}: host {host} answered nothing after the rollback");
-            assert!(tail.iter().all(|s| s.status == 200 && s.digest == stable), "round {round}: host {host} not all on stable");
+            let other: Vec<_> = tail
+                .iter()
+                .filter(|s| s.status != 200 || s.digest != stable)
+                .map(|s| (s.status, s.digest == canary, s.sent - decided_at, s.at - decided_at))
+                .collect();
+            assert!(other.is_empty(), "round {round}: host {host} not all on stable: (status, canary?, sent, answered) {other:?}");
         }
         // Every failure came from the canary, and none after the rollback.
         let failures: Vec<_> = samples.iter().filter(|s| s.status != 200).collect();
@@ -229,8 +238,10 @@ async fn a_healthy_canary_is_promoted_on_every_host_by_itself() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let samples = traffic.stop().await;
     for host in 0..3 {
-        let tail: Vec<_> = samples.iter().filter(|s| s.host == host && s.at > promoted_at + Duration::from_millis(500)).collect();
-        assert!(!tail.is_empty() && tail.iter().all(|s| s.digest == canary), "host {host} not on the promoted version");
+        // By when a request was sent, as for a rollback.
+        let tail: Vec<_> = samples.iter().filter(|s| s.host == host && s.sent > promoted_at + Duration::from_millis(500)).collect();
+        let other: Vec<_> = tail.iter().filter(|s| s.digest != canary).map(|s| (s.sent - promoted_at, s.at - promoted_at)).collect();
+        assert!(!tail.is_empty() && other.is_empty(), "host {host} not on the promoted version: (sent, answered) {other:?}");
         // During the canary, the host served both versions.
         let during: Vec<_> = samples.iter().filter(|s| s.host == host && s.at < promoted_at).collect();
         assert!(during.iter().any(|s| s.digest == stable) && during.iter().any(|s| s.digest == canary), "host {host}");
