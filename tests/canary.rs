@@ -226,10 +226,20 @@ async fn a_healthy_canary_is_promoted_on_every_host_by_itself() {
     let (a, b, c) = (host("host-a", Some(&db), &extra), host("host-b", Some(&db), &extra), host("host-c", Some(&db), &extra));
     let hosts = [&a, &b, &c];
     let stable = digest(&status(&a, "versioned").await);
-    let traffic = Traffic::start(&hosts, "/api/v1/versioned", 2);
     let put = start_canary(&b, "version_b.wasm", "50").await;
     assert_eq!(put.status, 200, "{}", put.text);
     let canary = digest(&put.body);
+    // The traffic that judges the canary starts once every host serves it:
+    // on a loaded machine one host may load it after the others have sent
+    // the minimum of requests, and nothing would be left to see it split.
+    for s in hosts {
+        eventually("the host serves the canary", Duration::from_secs(20), || async {
+            let answer = s.get("/api/v1/versioned").await;
+            (answer.header("x-component-version") == Some(format!("sha256:{canary}").as_str())).then_some(())
+        })
+        .await;
+    }
+    let traffic = Traffic::start(&hosts, "/api/v1/versioned", 2);
     let verdict = canary_in(&a, "promoted", Duration::from_secs(30)).await;
     assert!(verdict["requests"].as_u64().unwrap_or(0) >= 300, "{verdict}");
     assert_eq!(verdict["errors"], 0, "{verdict}");
