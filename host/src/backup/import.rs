@@ -95,9 +95,8 @@ impl From<DbError> for Problem {
 struct Loader {
     pet_ids: HashSet<i64>,
     order_ids: HashSet<i64>,
-    /// The batch's pets, bound row after row.
-    pet_rows: Row,
-    order_rows: Row,
+    pet_rows: Rows,
+    order_rows: Rows,
     pets: i64,
     orders: i64,
 }
@@ -159,13 +158,13 @@ impl Loader {
 }
 
 model::params!(
-    /// One row's parameters, bound in order by a record's `bind`.
-    Row(Value), Problem = |e| Problem::Invalid(e.to_string())
+    /// A batch's parameters: each record's `bind`, record after record.
+    Rows(Value), Problem = |e| Problem::Invalid(e.to_string())
 );
 
 /// One multi-row INSERT into `table` of `rows`: values of `columns`, row
 /// after row; `rows` is emptied.
-async fn insert(tx: &mut Transaction, table: &str, columns: &str, rows: &mut Row) -> Result<(), DbError> {
+async fn insert(tx: &mut Transaction, table: &str, columns: &str, rows: &mut Rows) -> Result<(), DbError> {
     let width = columns.split(", ").count();
     if rows.0.is_empty() {
         return Ok(());
