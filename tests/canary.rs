@@ -6,13 +6,11 @@
 //! (`--include-ignored` in scripts/test); the one-host flows run on both
 //! backends.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, eventually, postgres_database, test_component};
+use crate::support::{Answer, Server, Traffic, eventually, postgres_database, test_component};
 
 const TOKEN: &str = "canary-token-canary-token-canary-token";
 const ARTIFACT_KEY: &str = "c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ff";
@@ -37,66 +35,6 @@ fn host(name: &str, database: Option<&str>, extra: &[(&str, &str)]) -> Server {
 /// really takes (tens of milliseconds).
 const SETTLE: Duration = Duration::from_millis(1500);
 
-/// One answer the traffic got.
-#[derive(Clone)]
-struct Sample {
-    host: usize,
-    /// When the request was sent, and when its answer came.
-    sent: Instant,
-    at: Instant,
-    status: u16,
-    /// `X-Component-Version`, without `sha256:`.
-    digest: String,
-}
-
-/// Requests to every host until stopped, each answer recorded.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Traffic {
-    /// `clients` concurrent clients per host, on `path`.
-    fn start(hosts: &[&Server], path: &str, clients: usize) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for (host, s) in hosts.iter().enumerate() {
-            for _ in 0..clients {
-                let (url, client, stop, samples) = (s.url(path), s.client.clone(), stop.clone(), samples.clone());
-                tasks.push(tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let sent = Instant::now();
-                        let (status, digest) = match client.get(&url).send().await {
-                            Ok(resp) => {
-                                let digest = resp.headers().get("x-component-version").and_then(|v| v.to_str().ok());
-                                let digest = digest.unwrap_or_default().trim_start_matches("sha256:").to_string();
-                                (resp.status().as_u16(), digest)
-                            }
-                            Err(_) => (0, String::new()),
-                        };
-                        samples.lock().unwrap().push(Sample { host, sent, at: Instant::now(), status, digest });
-                    }
-                }));
-            }
-        }
-        Traffic { stop, samples, tasks }
-    }
-
-    fn since(&self, from: Instant) -> Vec<Sample> {
-        self.samples.lock().unwrap().iter().filter(|s| s.at >= from).cloned().collect()
-    }
-
-    async fn stop(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("traffic task");
-        }
-        Arc::try_unwrap(self.samples).map(|m| m.into_inner().unwrap()).unwrap_or_default()
-    }
-}
-
 async fn status(s: &Server, name: &str) -> Value {
     let list = s.admin_components(TOKEN).await;
     list["components"].as_array().into_iter().flatten().find(|c| c["name"] == name).cloned().unwrap_or(Value::Null)
@@ -107,7 +45,7 @@ async fn status(s: &Server, name: &str) -> Value {
 /// API tells a client to retry, and `rollout-component` does: so does this,
 /// a few times (a PUT that committed before its 503 starts the same canary
 /// again).
-async fn start_canary(s: &Server, file: &str, percent: &str) -> crate::support::Answer {
+async fn start_canary(s: &Server, file: &str, percent: &str) -> Answer {
     let mut attempt = 1;
     loop {
         let req = s
@@ -115,7 +53,7 @@ async fn start_canary(s: &Server, file: &str, percent: &str) -> crate::support::
             .put(s.admin_url(&format!("/admin/components/versioned?canary={percent}")))
             .bearer_auth(TOKEN)
             .body(test_component(file));
-        let answer = crate::support::Answer::read(req.send().await.expect("PUT canary")).await;
+        let answer = Answer::read(req.send().await.expect("PUT canary")).await;
         if answer.status != 503 || attempt == 5 {
             return answer;
         }
@@ -128,9 +66,9 @@ async fn start_canary(s: &Server, file: &str, percent: &str) -> crate::support::
     }
 }
 
-async fn by_hand(s: &Server, action: &str) -> crate::support::Answer {
+async fn by_hand(s: &Server, action: &str) -> Answer {
     let req = s.client.post(s.admin_url(&format!("/admin/components/versioned/canary/{action}"))).bearer_auth(TOKEN);
-    crate::support::Answer::read(req.send().await.expect("POST canary action")).await
+    Answer::read(req.send().await.expect("POST canary action")).await
 }
 
 /// Wait until the latest canary of `versioned` is in `state`; its status.

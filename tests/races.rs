@@ -17,12 +17,15 @@ async fn pet(s: &Server) -> i64 {
     s.create_pet(&json!({"name": "Racer", "species": "dog"})).await
 }
 
-/// A new pet with a placed order: (pet id, order id).
-async fn pet_with_placed_order(s: &Server) -> (i64, i64) {
-    let pet_id = pet(s).await;
-    let a = s.post("/api/v1/orders", &json!({"pet_id": pet_id})).await;
-    assert_eq!(a.status, 201, "{}", a.text);
-    (pet_id, a.body["id"].as_i64().expect("id"))
+/// `ROUNDS` rounds, each on a new pet with a placed order:
+/// `round(pet id, order id)`.
+async fn each_placed_order(s: &Server, mut round: impl AsyncFnMut(i64, i64)) {
+    for _ in 0..ROUNDS {
+        let pet_id = pet(s).await;
+        let a = s.post("/api/v1/orders", &json!({"pet_id": pet_id})).await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        round(pet_id, a.body["id"].as_i64().expect("id")).await;
+    }
 }
 
 /// `EACH` calls of `a` and `EACH` of `b`, all at once.
@@ -68,8 +71,7 @@ async fn pet_status(s: &Server, pet_id: i64) -> Value {
 async fn deliver_and_cancel_race_to_exactly_one_winner() {
     let s = Server::start();
     let (mut delivered, mut cancelled) = (0, 0);
-    for _ in 0..ROUNDS {
-        let (pet_id, order) = pet_with_placed_order(&s).await;
+    each_placed_order(&s, async |pet_id, order| {
         let (delivers, cancels) = race(|| deliver(&s, order), || cancel(&s, order)).await;
         let winners = count(&delivers, 200) + count(&cancels, 204);
         assert_eq!(winners, 1, "delivers {:?} cancels {:?}", statuses(&delivers), statuses(&cancels));
@@ -87,7 +89,8 @@ async fn deliver_and_cancel_race_to_exactly_one_winner() {
             after.assert_error(404, "not_found");
             assert_eq!(pet_status(&s, pet_id).await, "available");
         }
-    }
+    })
+    .await;
     let inventory = s.get("/api/v1/store/inventory").await.body;
     assert_eq!(inventory, json!({"available": cancelled, "pending": 0, "sold": delivered}));
     println!("deliver/cancel: {delivered} delivered, {cancelled} cancelled");
@@ -96,11 +99,11 @@ async fn deliver_and_cancel_race_to_exactly_one_winner() {
 #[tokio::test]
 async fn concurrent_cancels_have_one_winner_and_404s() {
     let s = Server::start();
-    for _ in 0..ROUNDS {
-        let (pet_id, order) = pet_with_placed_order(&s).await;
+    each_placed_order(&s, async |pet_id, order| {
         assert_one_winner(&join_all((0..2 * EACH).map(|_| cancel(&s, order))).await, 204, 404);
         assert_eq!(pet_status(&s, pet_id).await, "available");
-    }
+    })
+    .await;
     assert_eq!(s.get("/api/v1/orders").await.body["total"], 0);
     assert_eq!(s.get("/api/v1/store/inventory").await.body["available"], ROUNDS);
 }
@@ -108,8 +111,7 @@ async fn concurrent_cancels_have_one_winner_and_404s() {
 #[tokio::test]
 async fn concurrent_deliveries_have_one_winner_and_409s() {
     let s = Server::start();
-    for _ in 0..ROUNDS {
-        let (pet_id, order) = pet_with_placed_order(&s).await;
+    each_placed_order(&s, async |pet_id, order| {
         let delivers = join_all((0..2 * EACH).map(|_| deliver(&s, order))).await;
         assert_one_winner(&delivers, 200, 409);
         let conflict = delivers.iter().find(|a| a.status == 409).expect("a loser");
@@ -118,7 +120,8 @@ async fn concurrent_deliveries_have_one_winner_and_409s() {
         let winner = delivers.iter().find(|a| a.status == 200).expect("a winner");
         let after = s.get(&format!("/api/v1/orders/{order}")).await;
         assert_eq!(after.body["updated_at"], winner.body["updated_at"], "no loser wrote after the winner");
-    }
+    })
+    .await;
     assert_eq!(s.get("/api/v1/store/inventory").await.body["sold"], ROUNDS);
 }
 
@@ -156,8 +159,7 @@ async fn deleting_a_pet_races_an_order_for_it_without_orphaning_the_order() {
 #[tokio::test]
 async fn deleting_a_pet_races_the_delivery_of_its_order() {
     let s = Server::start();
-    for _ in 0..ROUNDS {
-        let (pet_id, order) = pet_with_placed_order(&s).await;
+    each_placed_order(&s, async |pet_id, order| {
         let (delivers, deletes) = race(|| deliver(&s, order), || delete_pet(&s, pet_id)).await;
         assert_eq!(count(&delivers, 200), 1, "{:?}", statuses(&delivers));
         let order_after = s.get(&format!("/api/v1/orders/{order}")).await;
@@ -174,7 +176,8 @@ async fn deleting_a_pet_races_the_delivery_of_its_order() {
             }
             n => panic!("{n} deletes won: {:?}", statuses(&deletes)),
         }
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -92,6 +92,15 @@ async fn assert_refused(s: &Server, transaction: bool, statements: &[&str]) {
     eventually(&what, Duration::from_secs(5), || async { (refusals_logged(s) > logged_before).then_some(()) }).await;
 }
 
+/// Each of `attacks` is refused alone, and in a transaction after
+/// `in_transaction_after` (statements that succeed on their own).
+async fn assert_each_refused(s: &Server, attacks: &[&str], in_transaction_after: &[&str]) {
+    for attack in attacks {
+        assert_refused(s, false, &[attack]).await;
+        assert_refused(s, true, &[in_transaction_after, &[attack]].concat()).await;
+    }
+}
+
 fn refusals_logged(s: &Server) -> usize {
     let refusal = |l: &Value| l["message"] == "a component's statement was refused" && l["component"] == "misbehave";
     s.logs().iter().filter(|l| refusal(l)).count()
@@ -117,7 +126,7 @@ async fn assert_unharmed(s: &Server, before: &Before) {
 }
 
 #[tokio::test]
-async fn a_component_cannot_touch_the_registry_the_catalog_or_the_hosts_tables() {
+async fn a_component_cannot_touch_the_hosts_tables_or_the_schema_or_undo_a_rollback() {
     let s = server();
     let before = before(&s).await;
     let attacks = against(
@@ -132,6 +141,11 @@ async fn a_component_cannot_touch_the_registry_the_catalog_or_the_hosts_tables()
             // Copy the registry or the schema into rows the public API returns.
             "INSERT INTO pets (name, species, created_at, updated_at) SELECT digest, 'x', 't', 't' FROM component_active",
             "?SELECT * FROM _sqlx_migrations",
+            // Change the schema.
+            "CREATE TABLE stolen (x TEXT)",
+            "DROP TABLE pet_tags",
+            "ALTER TABLE pets ADD COLUMN owner TEXT",
+            "CREATE INDEX pets_name ON pets (name)",
         ],
         &[
             "UPDATE petstore_registry.component_active SET digest = 'x'",
@@ -139,47 +153,22 @@ async fn a_component_cannot_touch_the_registry_the_catalog_or_the_hosts_tables()
             "?SELECT rolname FROM pg_roles",
             "INSERT INTO pets (name, species, created_at, updated_at) SELECT usename, 'x', 't', 't' FROM pg_stat_activity",
             "?SELECT table_name FROM information_schema.tables",
-        ],
-        &[
-            "?SELECT name, sql FROM sqlite_master",
-            "INSERT INTO pets (name, species, created_at, updated_at) SELECT name, 'x', 't', 't' FROM sqlite_schema",
-            "?WITH t AS (SELECT 1) SELECT count(*) FROM sqlite_master",
-        ],
-    );
-    for attack in attacks {
-        assert_refused(&s, false, &[attack]).await;
-        assert_refused(&s, true, &["UPDATE pets SET name = name", attack]).await;
-    }
-    assert_unharmed(&s, &before).await;
-}
-
-#[tokio::test]
-async fn a_component_cannot_change_the_schema_or_plant_a_trigger_that_undoes_a_rollback() {
-    let s = server();
-    let before = before(&s).await;
-    let attacks = against(
-        &s,
-        &[
-            "CREATE TABLE stolen (x TEXT)",
-            "DROP TABLE pet_tags",
-            "ALTER TABLE pets ADD COLUMN owner TEXT",
-            "CREATE INDEX pets_name ON pets (name)",
-        ],
-        &[
+            // Plant code that would undo what the host writes.
             "CREATE FUNCTION undo() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
             "CREATE TRIGGER undo BEFORE UPDATE ON pets FOR EACH ROW EXECUTE FUNCTION undo()",
             "CREATE TEMP TABLE t (x int)",
             "DO $$ BEGIN EXECUTE 'DROP TABLE pets'; END $$",
         ],
         &[
+            "?SELECT name, sql FROM sqlite_master",
+            "INSERT INTO pets (name, species, created_at, updated_at) SELECT name, 'x', 't', 't' FROM sqlite_schema",
+            "?WITH t AS (SELECT 1) SELECT count(*) FROM sqlite_master",
             "CREATE TRIGGER undo AFTER UPDATE ON pets BEGIN UPDATE pets SET status = 'sold'; END",
             "CREATE TEMP TABLE t (x)",
             "CREATE VIEW v AS SELECT * FROM pets",
         ],
     );
-    for attack in attacks {
-        assert_refused(&s, false, &[attack]).await;
-    }
+    assert_each_refused(&s, &attacks, &["UPDATE pets SET name = name"]).await;
 
     // An admin rollback sticks: nothing planted undoes it.
     let original = registry(&s).await;
@@ -229,10 +218,7 @@ async fn a_component_cannot_break_the_session_other_requests_use() {
             "SELECT $1(');PRAGMA query_only = 1 --'",
         ]
     };
-    for attack in attacks {
-        assert_refused(&s, false, &[attack]).await;
-        assert_refused(&s, true, &[attack]).await;
-    }
+    assert_each_refused(&s, attacks, &[]).await;
     // Every connection a request may get is as it was: writes from many
     // requests at once all land.
     let writes: Vec<_> = (0..16)

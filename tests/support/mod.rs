@@ -6,6 +6,7 @@ mod client;
 mod container;
 mod pg;
 mod server;
+mod traffic;
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ pub use server::{
     Server, ServerBuilder, binary, built_components, create_postgres_database, fresh_database, postgres_database,
     test_component,
 };
+pub use traffic::Traffic;
 
 /// Poll `check` until it answers `Some`, and return that; fail the test,
 /// naming `what`, if it has not within `within`.

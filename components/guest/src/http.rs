@@ -9,6 +9,15 @@ use crate::bindings::exports::petstore::api::handler as wit;
 use crate::bindings::petstore::api::log::Level;
 use crate::error::{ApiError, FieldError};
 
+/// What a request's path names under a resource's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The prefix itself (`/api/v1/pets`).
+    Collection,
+    /// One member (`/api/v1/pets/{id}`), by its id.
+    Member(i64),
+}
+
 /// A request with its query string split and decoded.
 pub struct Request {
     pub method: String,
@@ -71,6 +80,18 @@ impl Request {
             return None;
         }
         Some(rest.split('/').filter(|s| !s.is_empty()).collect())
+    }
+
+    /// What the path names under a resource's `prefix`: the collection, or
+    /// one member by its id. `404` when the path is not under `prefix` or
+    /// goes deeper than a member, `400 invalid_parameter` when the id is not
+    /// one (whatever the method: the path is judged before it).
+    pub fn target(&self, prefix: &str) -> Result<Target, ApiError> {
+        match self.segments_after(prefix).as_deref() {
+            Some([]) => Ok(Target::Collection),
+            Some([id]) => crate::validate::path_id(id).map(Target::Member),
+            _ => Err(ApiError::not_found("route")),
+        }
     }
 
     /// The body as a JSON object: `415` unless it was sent as JSON (`PATCH`

@@ -34,7 +34,7 @@ pub mod bindings {
 
 pub use bindings::export_handler;
 pub use error::ApiError;
-pub use http::{Request, Response, serve};
+pub use http::{Request, Response, Target, serve};
 pub use petstore_model as model;
 
 /// Export a route function, `fn(&Request) -> Result<Response, ApiError>`,

@@ -7,11 +7,12 @@
 //! order exactly one wins, on SQLite and on PostgreSQL alike; a loser then
 //! reads the winner's committed result to say why it lost (404 or 409).
 
+use petstore_guest::Target::{Collection, Member};
 use petstore_guest::db::{self, Db, FromRow, Row, Sql, Value};
 use petstore_guest::model::{DEFAULT_QUANTITY, ORDER_STATUSES, Order, OrderStatus, PetStatus, QUANTITY};
 use petstore_guest::paging::{self, Filters};
 use petstore_guest::records::ORDER_COLUMNS;
-use petstore_guest::validate::{self, Presence, Validator};
+use petstore_guest::validate::{Presence, Validator};
 use petstore_guest::{ApiError, Request, Response};
 use serde::Serialize;
 
@@ -28,23 +29,14 @@ fn route(req: &Request) -> Result<Response, ApiError> {
             _ => Err(ApiError::not_found("route")),
         };
     }
-    let Some(segments) = req.segments_after(ORDERS) else {
-        return Err(ApiError::not_found("route"));
-    };
-    match (segments.as_slice(), req.method.as_str()) {
-        ([], "GET") => list(req),
-        ([], "POST") => place(req),
-        ([], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
-        ([id], method) => {
-            let id = validate::path_id(id)?;
-            match method {
-                "GET" => get(id),
-                "PATCH" => advance(req, id),
-                "DELETE" => cancel(id),
-                _ => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
-            }
-        }
-        _ => Err(ApiError::not_found("route")),
+    match (req.target(ORDERS)?, req.method.as_str()) {
+        (Collection, "GET") => list(req),
+        (Collection, "POST") => place(req),
+        (Collection, _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        (Member(id), "GET") => get(id),
+        (Member(id), "DELETE") => cancel(id),
+        (Member(id), "PATCH") => advance(req, id),
+        (Member(_), _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
     }
 }
 

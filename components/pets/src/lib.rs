@@ -2,15 +2,17 @@
 //!
 //! Tags live twice: as a JSON array in `pets.tags` (read with the pet in one
 //! query) and as rows of `pet_tags` (what the `tag` filter searches), which
-//! a trigger keeps in step (migration 0003): writing a pet is one statement.
+//! triggers keep in step (migrations: SQLite 0003, PostgreSQL 0009): writing
+//! a pet is one statement.
 
+use petstore_guest::Target::{Collection, Member};
 use petstore_guest::db::{self, Db, Sql, Value};
 use petstore_guest::model::{
     NAME_MAX, OrderStatus, PET_STATUSES, Pet, PetFields, PetStatus, SPECIES_MAX, TAG_MAX, TAGS_MAX,
 };
 use petstore_guest::paging::{self, Filters};
 use petstore_guest::records::{PET_COLUMNS, PET_FIELD_COLUMNS, Params};
-use petstore_guest::validate::{self, Padding, Presence, Validator};
+use petstore_guest::validate::{Padding, Presence, Validator};
 use petstore_guest::{ApiError, Request, Response};
 use serde_json::{Map, Value as Json};
 
@@ -19,24 +21,15 @@ const PREFIX: &str = "/api/v1/pets";
 petstore_guest::handler!(route);
 
 fn route(req: &Request) -> Result<Response, ApiError> {
-    let Some(segments) = req.segments_after(PREFIX) else {
-        return Err(ApiError::not_found("route"));
-    };
-    match (segments.as_slice(), req.method.as_str()) {
-        ([], "GET") => list(req),
-        ([], "POST") => create(req),
-        ([], _) => Err(ApiError::MethodNotAllowed("GET, POST")),
-        ([id], method) => {
-            let id = validate::path_id(id)?;
-            match method {
-                "GET" => get(id),
-                "PUT" => replace(req, id),
-                "PATCH" => patch(req, id),
-                "DELETE" => delete(id),
-                _ => Err(ApiError::MethodNotAllowed("GET, PUT, PATCH, DELETE")),
-            }
-        }
-        _ => Err(ApiError::not_found("route")),
+    match (req.target(PREFIX)?, req.method.as_str()) {
+        (Collection, "GET") => list(req),
+        (Collection, "POST") => create(req),
+        (Collection, _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        (Member(id), "GET") => get(id),
+        (Member(id), "PUT") => replace(req, id),
+        (Member(id), "PATCH") => patch(req, id),
+        (Member(id), "DELETE") => delete(id),
+        (Member(_), _) => Err(ApiError::MethodNotAllowed("GET, PUT, PATCH, DELETE")),
     }
 }
 

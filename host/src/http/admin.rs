@@ -40,15 +40,15 @@ const SIGNATURE: &str = "x-component-signature";
 const UPLOADED_BY: &str = "x-uploaded-by";
 
 pub struct Admin {
-    pub runtime: Arc<Runtime>,
-    pub fleet: Arc<Fleet>,
-    pub routes: Arc<RouteTable>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) routes: Arc<RouteTable>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The admin API is off when this is `None`.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// How long an upload's body may take to arrive (`BODY_TIMEOUT_MS`).
-    pub body_timeout: Duration,
-    pub throttle: Throttle,
+    pub(crate) body_timeout: Duration,
+    pub(crate) throttle: Throttle,
 }
 
 /// What the metrics port serves.

@@ -22,13 +22,14 @@ use thiserror::Error;
 /// Paths the host answers itself; no component may claim them.
 const RESERVED: &[&str] = &["/api/v1/health", "/api/v1/openapi.json"];
 const API_ROOT: &str = "/api/v1";
+const ROUTES_FILE: &str = "routes.toml";
 
 #[derive(Debug, Error)]
 pub enum RouteError {
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("{path} is not a valid route table: {reason}")]
-    Parse { path: String, reason: String },
+    #[error("{path} is not a valid route table: {source}")]
+    Parse { path: String, source: toml::de::Error },
     #[error("route {prefix:?}: {reason}")]
     Invalid { prefix: String, reason: String },
 }
@@ -62,18 +63,16 @@ struct RoutesFile {
 impl RouteTable {
     /// Read `routes.toml` from `dir`; component files are relative to `dir`.
     pub fn load(dir: &Path) -> Result<RouteTable, RouteError> {
-        let path = dir.join("routes.toml");
+        let path = dir.join(ROUTES_FILE);
         let text = std::fs::read_to_string(&path)
             .map_err(|source| RouteError::Read { path: path.display().to_string(), source })?;
-        RouteTable::parse(&text, dir).map_err(|e| match e {
-            RouteError::Parse { reason, .. } => RouteError::Parse { path: path.display().to_string(), reason },
-            other => other,
-        })
+        RouteTable::parse(&text, dir)
     }
 
+    /// The table `dir`'s `routes.toml` holds, given its text.
     pub fn parse(text: &str, dir: &Path) -> Result<RouteTable, RouteError> {
-        let file: RoutesFile =
-            toml::from_str(text).map_err(|e| RouteError::Parse { path: String::new(), reason: e.to_string() })?;
+        let file: RoutesFile = toml::from_str(text)
+            .map_err(|source| RouteError::Parse { path: dir.join(ROUTES_FILE).display().to_string(), source })?;
         let mut routes = Vec::new();
         for (prefix, file) in file.routes {
             let invalid = |reason: &str| RouteError::Invalid { prefix: prefix.clone(), reason: reason.to_string() };

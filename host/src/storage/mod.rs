@@ -130,17 +130,17 @@ pub(crate) enum ErrorClass {
 /// How to connect, for either backend.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    pub max_connections: u32,
+    pub(crate) max_connections: u32,
     /// How long a call waits for a pooled connection before `unavailable`.
-    pub acquire_timeout: Duration,
+    pub(crate) acquire_timeout: Duration,
     /// PostgreSQL's `statement_timeout` (SQLite has none).
-    pub statement_timeout: Duration,
+    pub(crate) statement_timeout: Duration,
     /// Credentials for a URL that carries none (PostgreSQL).
-    pub user: Option<String>,
-    pub password: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
     /// How components reach the database; `None` where none run (the
     /// backup commands).
-    pub components: Option<ComponentAccess>,
+    pub(crate) components: Option<ComponentAccess>,
 }
 
 /// What the components together may reach, set up when the database opens.
@@ -148,11 +148,11 @@ pub struct ConnectOptions {
 pub struct ComponentAccess {
     /// PostgreSQL: the login role components' statements run as (its own
     /// `db-component-credentials`), and its password.
-    pub user: Option<String>,
-    pub password: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
     /// Every grant: the host gives the component role exactly the union of
     /// their tables, and the screen keeps each component to its own.
-    pub grants: Vec<Grant>,
+    pub(crate) grants: Vec<Grant>,
 }
 
 /// The configured backend's connections; cheap to clone.

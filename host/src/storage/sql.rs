@@ -14,16 +14,19 @@ pub trait Dialect {
     type Db: Database;
     /// `sql` with `params` bound, in order (each backend calls [`bind`] with
     /// the type its driver sends NULL as).
-    fn bind(sql: String, params: Vec<Value>) -> Query<'static, Self::Db, <Self::Db as Database>::Arguments>;
+    fn bind(sql: String, params: Vec<Value>) -> Bound<Self::Db>;
     fn decode_row(row: &<Self::Db as Database>::Row) -> Result<Vec<Value>, DbError>;
     fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
     fn error(err: sqlx::Error) -> DbError;
 }
 
+/// A statement with its parameters bound, ready to run.
+pub type Bound<DB> = Query<'static, DB, <DB as Database>::Arguments>;
+
 /// Bind `params` in order; `Value::Null` binds as a `Null` that is `None`.
 /// The statement text is the caller's: components send SQL of their own by
 /// design (the database confines them, not the text).
-pub fn bind<DB: Database, Null>(sql: String, params: Vec<Value>) -> Query<'static, DB, DB::Arguments>
+pub fn bind<DB: Database, Null>(sql: String, params: Vec<Value>) -> Bound<DB>
 where
     Option<Null>: for<'q> Encode<'q, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + Type<DB>,

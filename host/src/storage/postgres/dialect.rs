@@ -3,7 +3,6 @@
 //! fault they are.
 
 use sqlx::postgres::{PgQueryResult, PgRow, PgTypeInfo};
-use sqlx::query::Query;
 use sqlx::{Row, TypeInfo, ValueRef};
 
 use super::Postgres;
@@ -33,10 +32,7 @@ impl sqlx::Encode<'_, sqlx::Postgres> for UntypedNull {
 impl Dialect for Postgres {
     type Db = sqlx::Postgres;
 
-    fn bind(
-        sql: String,
-        params: Vec<Value>,
-    ) -> Query<'static, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments> {
+    fn bind(sql: String, params: Vec<Value>) -> sql::Bound<sqlx::Postgres> {
         sql::bind::<sqlx::Postgres, UntypedNull>(sql, params)
     }
 

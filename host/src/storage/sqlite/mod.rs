@@ -21,7 +21,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::query::Query;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection, TypeInfo, ValueRef};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -312,10 +311,7 @@ impl BackendTransaction for Transaction {
 impl Dialect for Sqlite {
     type Db = sqlx::Sqlite;
 
-    fn bind(
-        sql: String,
-        params: Vec<Value>,
-    ) -> Query<'static, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments> {
+    fn bind(sql: String, params: Vec<Value>) -> sql::Bound<sqlx::Sqlite> {
         sql::bind::<sqlx::Sqlite, i64>(sql, params)
     }
 
