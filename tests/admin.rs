@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{Answer, Server};
+use crate::support::{Answer, Server, eventually, routed_components, test_component};
 
 const TOKEN: &str = "admin-token";
 
@@ -139,7 +139,9 @@ async fn metrics_are_served_on_their_own_port_and_only_there() {
 async fn per_component_series_exist_at_zero_before_their_first_event() {
     let s = server(&[]);
     let before = s.metrics().await;
-    for component in ["pets", "orders"] {
+    let components = routed_components();
+    assert!(components.len() >= 2, "{components:?}");
+    for component in &components {
         for series in [
             format!("petstore_component_traps_total{{component=\"{component}\"}}"),
             format!("petstore_component_timeouts_total{{component=\"{component}\"}}"),
@@ -157,7 +159,41 @@ async fn per_component_series_exist_at_zero_before_their_first_event() {
     assert_eq!(refused.expect("PUT").status(), 422);
     let after = s.metrics().await;
     assert_eq!(after.get("petstore_component_swaps_total{component=\"pets\",result=\"rejected\"}"), Some(&1.0));
-    assert_eq!(after.get("petstore_component_swaps_total{component=\"orders\",result=\"rejected\"}"), Some(&0.0));
+    for other in components.iter().filter(|c| *c != "pets") {
+        let series = format!("petstore_component_swaps_total{{component=\"{other}\",result=\"rejected\"}}");
+        assert_eq!(after.get(&series), Some(&0.0), "{series}");
+    }
     let kept = s.get(&format!("/api/v1/pets/{rex}")).await;
     assert_eq!((kept.status, &kept.body["name"]), (200, &json!("Rex")), "pets keeps serving what it had");
+}
+
+#[tokio::test]
+async fn a_swapped_in_versions_series_exist_at_zero_before_its_first_request() {
+    let s = Server::builder()
+        .with_test_component("/api/v1/versioned", "version_a.wasm", "versioned")
+        .env("ADMIN_TOKEN", TOKEN)
+        .start();
+    assert_eq!(s.get("/api/v1/versioned").await.body["version"], "version-a");
+    let put = s.upload_component("versioned", test_component("version_b.wasm"), Some(TOKEN)).await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let hex = put.body["digest"].as_str().expect("digest").trim_start_matches("sha256:").to_string();
+    // The new version's series, by name (whatever form the digest label takes).
+    let series = async |name: &str| {
+        let metrics = s.metrics().await;
+        let found = metrics.into_iter().find(|(k, _)| k.starts_with(&format!("{name}{{")) && k.contains(&hex));
+        found.map(|(_, value)| value)
+    };
+    eventually("the new version served", Duration::from_secs(10), || async {
+        (series("petstore_component_info").await == Some(1.0)).then_some(())
+    })
+    .await;
+    for name in ["petstore_component_version_requests_total", "petstore_component_version_errors_total"] {
+        assert_eq!(series(name).await, Some(0.0), "{name} of the new version, before its first request");
+    }
+    let ok = s.metrics().await.get("petstore_component_swaps_total{component=\"versioned\",result=\"ok\"}").copied();
+    assert_eq!(ok, Some(1.0), "the swap counted");
+    // Its first request counts from that zero.
+    assert_eq!(s.get("/api/v1/versioned").await.body["version"], "version-b");
+    assert_eq!(series("petstore_component_version_requests_total").await, Some(1.0));
+    assert_eq!(series("petstore_component_version_errors_total").await, Some(0.0));
 }

@@ -14,7 +14,7 @@ pub use client::Answer;
 pub use pg::{COMPONENT_ROLE, Pg};
 pub use server::{
     Server, ServerBuilder, binary, built_components, create_postgres_database, fresh_database, postgres_database,
-    test_component,
+    routed_components, test_component,
 };
 pub use traffic::Traffic;
 

@@ -18,7 +18,7 @@ pub fn built_components() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/components"));
     assert!(
-        dir.join("pets.wasm").exists(),
+        dir.join("routes.toml").exists(),
         "no built components in {}: run scripts/build-components (scripts/test does)",
         dir.display()
     );
@@ -255,15 +255,18 @@ fn lay_out_components(to: &Path, test_routes: &[(String, String, String)]) {
         if let Some(entries) = section(&mut routes, "routes") {
             entries.insert(prefix.clone(), format!("{name}.wasm").into());
         }
-        // Test components may use the service's tables (SQLite checks the
-        // foreign keys of pets against orders for whoever writes it, and the
-        // triggers that count pets and orders write as the writer), and
-        // nothing else: the catalog, the host's tables and the registry
-        // stay out of reach, which the sandbox tests attack.
+        // Test components may use the service's tables, every table the
+        // handlers are granted (SQLite checks the foreign keys of pets
+        // against orders for whoever writes it, and the triggers that count
+        // pets and orders write as the writer), and nothing else: the
+        // catalog, the host's tables and the registry stay out of reach,
+        // which the sandbox tests attack.
         if let Some(entries) = section(&mut routes, "tables") {
-            let tables =
-                ["pets", "pet_tags", "orders", "pet_status_counts", "pet_species_counts", "order_status_counts"];
-            entries.insert(name.clone(), toml::Value::Array(tables.map(Into::into).into()));
+            let mut tables: Vec<toml::Value> =
+                entries.values().filter_map(toml::Value::as_array).flatten().cloned().collect();
+            tables.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            tables.dedup();
+            entries.insert(name.clone(), toml::Value::Array(tables));
         }
     }
     std::fs::write(to.join("routes.toml"), toml::to_string(&routes).expect("TOML")).expect("write routes.toml");
@@ -272,6 +275,14 @@ fn lay_out_components(to: &Path, test_routes: &[(String, String, String)]) {
 /// The TOML table `key` of `file`, made if missing.
 fn section<'a>(file: &'a mut toml::Table, key: &str) -> Option<&'a mut toml::Table> {
     file.entry(key).or_insert_with(|| toml::Table::new().into()).as_table_mut()
+}
+
+/// The components `routes.toml` routes to, by name.
+pub fn routed_components() -> Vec<String> {
+    let text = std::fs::read_to_string(built_components().join("routes.toml")).expect("routes.toml");
+    let routes: toml::Table = toml::from_str(&text).expect("routes.toml is TOML");
+    let files = routes.get("routes").and_then(toml::Value::as_table).expect("routes.toml has [routes]");
+    files.values().filter_map(|f| f.as_str()?.strip_suffix(".wasm").map(str::to_string)).collect()
 }
 
 /// A built test component's bytes (build/components/testing/FILE).
