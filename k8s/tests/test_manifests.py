@@ -1,6 +1,6 @@
 """Offline tests of the service's manifests: every overlay and platform
 kustomization renders and validates against the pinned cluster version and
-CRDs, and every number and rule of REQUIREMENTS.md sits where
+CRDs, and every number and rule of docs/requirements-original.md sits where
 docs/requirements.md says. A change to any of them fails here.
 
 Run through k8s/tests/run, which provides the tools (kubectl, kubernetes-validate,
@@ -503,7 +503,7 @@ def test_the_requirements_map_cites_tests_that_exist_and_every_number():
     mapping = (ROOT / "docs" / "requirements.md").read_text()
     numbers = set(re.findall(r"\d+(?:\.\d+)?", original))
     missing = sorted(n for n in numbers if not re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", mapping))
-    assert not missing, f"numbers of REQUIREMENTS.md not in docs/requirements.md: {missing}"
+    assert not missing, f"numbers of docs/requirements-original.md not in docs/requirements.md: {missing}"
     # Every test a row says guards it must exist: a renamed or deleted test
     # leaves its requirement unguarded, and this fails.
     sources = "".join(p.read_text() for p in list((K8S / "tests").glob("test_*.py")) + list((ROOT / "tests").glob("*.rs")))

@@ -169,7 +169,7 @@ fn store(sql: &impl Sql, id: i64, fields: PetFields) -> Result<Pet, ApiError> {
     let mut params = written(fields)?;
     params.push(Value::Integer(id));
     sql.optional(
-        &format!("UPDATE pets SET name = $1, species = $2, tags = $3, status = $4, updated_at = $5 WHERE id = $6 RETURNING {PET_COLUMNS}"),
+        &format!("UPDATE pets SET ({PET_FIELD_COLUMNS}, updated_at) = ($1, $2, $3, $4, $5) WHERE id = $6 RETURNING {PET_COLUMNS}"),
         &params,
     )?
     .ok_or_else(|| ApiError::not_found("pet"))

@@ -135,7 +135,8 @@ impl Loader {
             stored_text(tag, model::TAG_MAX, Padding::Refused, "tag")?;
             check(seen.insert(tag), "duplicate tag")?;
         }
-        check(model::PetStatus::parse(&pet.status).is_some(), "pet status is not available, pending or sold")?;
+        let statuses = model::PET_STATUSES.join(", ");
+        check(model::PetStatus::parse(&pet.status).is_some(), &format!("pet status is not one of: {statuses}"))?;
         check_times(&pet.created_at, &pet.updated_at)?;
         // The tags' index (pet_tags) follows by trigger.
         self.pets += 1;
@@ -144,7 +145,8 @@ impl Loader {
 
     fn add_order(&mut self, order: Order) -> Result<(), Problem> {
         check(model::QUANTITY.contains(&order.quantity), "quantity must be 1 to 100")?;
-        check(model::OrderStatus::parse(&order.status).is_some(), "order status is not placed, approved or delivered")?;
+        let statuses = model::ORDER_STATUSES.join(", ");
+        check(model::OrderStatus::parse(&order.status).is_some(), &format!("order status is not one of: {statuses}"))?;
         check_times(&order.created_at, &order.updated_at)?;
         self.orders += 1;
         order.bind(&mut self.order_rows)

@@ -11,6 +11,9 @@
 //!   served, swap it in, and report what it runs with a heartbeat. A version
 //!   it cannot load (or whose signature does not hold) is reported as
 //!   failed, and the running one keeps serving;
+//! - `status.rs`: where this replica stands with each component (an enum,
+//!   reported with every heartbeat), and the fleet's status read back from
+//!   every live replica's reports;
 //! - `load.rs`: from this pod's cache, from an artifact another replica
 //!   shared, or by compiling: native code only when the fleet's artifact
 //!   key vouches for it (`artifact.rs`, `cache.rs`).
@@ -29,12 +32,13 @@ mod load;
 mod publish;
 mod registry;
 mod signature;
+mod status;
 mod sync;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -43,10 +47,12 @@ pub use artifact::ArtifactKey;
 pub use canary::{CanaryError, CanaryStatus};
 pub use file_watch::watch_files;
 pub use judge::Objectives;
-pub use registry::{Registry, Report, Version};
+pub use registry::{Registry, ReplicaState};
 pub use signature::{SignatureError, SignaturePolicy, from_header as signature_from_header};
+pub use status::ComponentStatus;
 
 use self::cache::Cache;
+use self::status::Attempt;
 use crate::runtime::{Runtime, SwapError, sha256_hex};
 use crate::storage::{Database, DbError};
 use crate::telemetry::Metrics;
@@ -140,48 +146,6 @@ struct ImageComponent {
     digest: String,
 }
 
-/// Where a replica stands with one component's active version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaState {
-    Converged,
-    Loading,
-    Failed,
-}
-
-impl ReplicaState {
-    /// As the registry stores it (`replica_components.state`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplicaState::Converged => "converged",
-            ReplicaState::Loading => "loading",
-            ReplicaState::Failed => "failed",
-        }
-    }
-}
-
-/// This replica's state for one component.
-#[derive(Debug, Clone)]
-struct Attempt {
-    /// The active digest it tried to reach.
-    desired: String,
-    state: ReplicaState,
-    reason: Option<String>,
-}
-
-/// A component's status across the fleet.
-#[derive(Debug, serde::Serialize)]
-pub struct ComponentStatus {
-    pub name: String,
-    /// The registry's active digest (`None` before the registry is seeded).
-    pub desired: Option<String>,
-    /// Every live replica has loaded the desired version.
-    pub converged: bool,
-    pub replicas: Vec<Report>,
-    pub versions: Vec<Version>,
-    /// Its latest canary, running or decided.
-    pub canary: Option<CanaryStatus>,
-}
-
 impl Fleet {
     /// `registry`: where the registry's tables are; `image`: the image's
     /// own component files, by name.
@@ -231,65 +195,6 @@ impl Fleet {
 
     pub fn replica(&self) -> &str {
         &self.settings.replica
-    }
-
-    /// Every routed component: desired version, live replicas, stored versions.
-    pub async fn status(&self) -> Result<Vec<ComponentStatus>, FleetError> {
-        let desired = self.registry.active().await?;
-        let live_since = now_ms() - 3 * self.settings.sync_every.as_millis() as i64;
-        let mut reports = self.registry.reports(live_since).await?;
-        let mut canaries = self.registry.canaries().await?;
-        let mut all = Vec::new();
-        for component in self.runtime.components() {
-            let name = component.name.to_string();
-            let desired = desired.get(&name).cloned();
-            let replicas = reports.remove(&name).unwrap_or_default();
-            let converged = desired.as_ref().is_some_and(|d| {
-                let on_it =
-                    |r: &Report| r.digest == *d && r.target == *d && r.state == ReplicaState::Converged.as_str();
-                replicas.iter().all(on_it) && !replicas.is_empty()
-            });
-            let versions = self.registry.versions(&name).await?;
-            let canary = canaries.remove(&name);
-            all.push(ComponentStatus { name, desired, converged, replicas, versions, canary });
-        }
-        Ok(all)
-    }
-
-    fn record(&self, name: &str, desired: &str, state: ReplicaState, reason: Option<String>) {
-        let attempt = Attempt { desired: desired.to_string(), state, reason };
-        self.states.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string(), attempt);
-    }
-
-    /// Report at once after a change made here; a failure only delays the
-    /// report to the next heartbeat.
-    async fn report_now(&self) {
-        if let Err(err) = self.report().await {
-            tracing::warn!(error = %err, "cannot report this replica's components; the next heartbeat will");
-        }
-    }
-
-    /// Tell the registry what this replica runs.
-    async fn report(&self) -> Result<(), FleetError> {
-        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let rows: Vec<(String, Report)> = self
-            .runtime
-            .components()
-            .iter()
-            .map(|c| {
-                let attempt = states.get(&*c.name);
-                let report = Report {
-                    replica: self.settings.replica.clone(),
-                    digest: c.digest.clone(),
-                    target: attempt.map_or_else(|| c.digest.clone(), |a| a.desired.clone()),
-                    state: attempt.map_or(ReplicaState::Converged, |a| a.state).as_str().to_string(),
-                    reason: attempt.and_then(|a| a.reason.clone()),
-                    heartbeat_ms: 0,
-                };
-                (c.name.to_string(), report)
-            })
-            .collect();
-        Ok(self.registry.report(&self.settings.replica, &rows, now_ms()).await?)
     }
 }
 

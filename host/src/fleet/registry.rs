@@ -66,6 +66,30 @@ pub enum PublishError {
     Database(#[from] DbError),
 }
 
+/// Where a replica stands with one component's active version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaState {
+    Converged,
+    Loading,
+    Failed,
+}
+
+impl ReplicaState {
+    /// As the registry stores it (`replica_components.state`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Converged => "converged",
+            ReplicaState::Loading => "loading",
+            ReplicaState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ReplicaState> {
+        [ReplicaState::Converged, ReplicaState::Loading, ReplicaState::Failed].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
 /// What a replica last reported for one component.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
@@ -75,7 +99,7 @@ pub struct Report {
     /// The active digest its `state` is about: a failure to reach one
     /// version says nothing about the next.
     pub target: String,
-    pub state: String,
+    pub state: ReplicaState,
     pub reason: Option<String>,
     pub heartbeat_ms: i64,
 }
@@ -244,7 +268,7 @@ impl Registry {
                     Value::Text(name.clone()),
                     Value::Text(report.digest.clone()),
                     Value::Text(report.target.clone()),
-                    Value::Text(report.state.clone()),
+                    Value::Text(report.state.as_str().into()),
                     report.reason.clone().map_or(Value::Null, Value::Text),
                     Value::Integer(now_ms),
                 ],
@@ -276,7 +300,8 @@ impl Registry {
                 replica: text(row, 1)?,
                 digest: text(row, 2)?,
                 target: text(row, 3)?,
-                state: text(row, 4)?,
+                state: ReplicaState::parse(&text(row, 4)?)
+                    .ok_or_else(|| DbError::Other("replica_components.state holds an unknown state".into()))?,
                 reason: optional_text(row, 5)?,
                 heartbeat_ms: int(row, 6)?,
             };
