@@ -49,8 +49,8 @@ impl RequestState {
     fn checked<T>(&self, result: Result<T, DbError>) -> Result<T, Error> {
         if let Err(DbError::Forbidden(reason)) = &result {
             let component = &*self.component;
-            let (request_id, trace_id) = (&*self.request_id, traces::current_trace_id());
-            tracing::warn!(component, request_id, trace_id, reason, "a component's statement was refused");
+            let request_id = &*self.request_id;
+            tracing::warn!(component, request_id, reason, "a component's statement was refused");
             self.shared.metrics.db_refused.with_label_values(&[component]).inc();
         }
         result.map_err(Error::from)

@@ -3,7 +3,6 @@
 
 use super::RequestState;
 use super::bindings::petstore::api::log::{Host, Level};
-use crate::telemetry::traces::current_trace_id;
 
 /// Caps what one event may put in the log, so a component cannot flood it.
 const MAX_MESSAGE: usize = 2048;
@@ -18,13 +17,13 @@ impl Host for RequestState {
             .map(|(k, v)| format!("{}={}", truncate(k, 64), truncate(v, MAX_MESSAGE)))
             .collect();
         let fields = fields.join(" ");
-        let (request_id, component, trace_id) = (&*self.request_id, &*self.component, current_trace_id());
+        let (request_id, component) = (&*self.request_id, &*self.component);
         match level {
-            Level::Trace => tracing::trace!(target: "component", request_id, trace_id, component, fields, "{message}"),
-            Level::Debug => tracing::debug!(target: "component", request_id, trace_id, component, fields, "{message}"),
-            Level::Info => tracing::info!(target: "component", request_id, trace_id, component, fields, "{message}"),
-            Level::Warn => tracing::warn!(target: "component", request_id, trace_id, component, fields, "{message}"),
-            Level::Error => tracing::error!(target: "component", request_id, trace_id, component, fields, "{message}"),
+            Level::Trace => tracing::trace!(target: "component", request_id, component, fields, "{message}"),
+            Level::Debug => tracing::debug!(target: "component", request_id, component, fields, "{message}"),
+            Level::Info => tracing::info!(target: "component", request_id, component, fields, "{message}"),
+            Level::Warn => tracing::warn!(target: "component", request_id, component, fields, "{message}"),
+            Level::Error => tracing::error!(target: "component", request_id, component, fields, "{message}"),
         }
     }
 }

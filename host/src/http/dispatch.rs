@@ -66,8 +66,7 @@ async fn run(app: &App, component: &Arc<LoadedComponent>, req: Request) -> Resul
         request_id,
     };
     let answer = app.runtime.invoke(component, request).await.inspect_err(|err| {
-        let trace_id = crate::telemetry::traces::current_trace_id();
-        tracing::warn!(component = &*component.name, trace_id, error = %err, "component did not answer");
+        tracing::warn!(component = &*component.name, error = %err, "component did not answer");
     })?;
     into_http(&component.name, answer)
 }

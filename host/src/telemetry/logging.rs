@@ -1,9 +1,15 @@
 //! JSON log lines on stdout via tracing, filtered by `LOG_LEVEL`, and the
 //! OpenTelemetry layer beside them when traces are exported.
 
+use std::fmt;
+
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -54,15 +60,44 @@ pub fn init(level: &str, output: Output, traced: bool) -> Result<Flush, opentele
         }
         Output::Stderr => (BoxMakeWriter::new(std::io::stderr), None),
     };
+    let json =
+        tracing_subscriber::fmt::format().json().flatten_event(true).with_current_span(false).with_span_list(false);
     let lines = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
+        .fmt_fields(JsonFields::new())
+        .event_format(WithTraceId { json, traced: traces.is_some() })
         .with_writer(writer)
         .with_filter(filter);
     tracing_subscriber::registry().with(lines).with(traces.as_ref().map(traces::layer)).init();
     Ok(Flush { _writer: guard, traces })
+}
+
+/// Every line written inside a traced span names its trace (`trace_id`),
+/// whatever logged it: a line leads to its trace, and its trace to the
+/// request's other lines. Untraced (no exporter), lines are the JSON
+/// formatter's own and nothing is looked up.
+struct WithTraceId<F> {
+    json: F,
+    traced: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let Some(trace_id) = self.traced.then(traces::current_trace_id).flatten() else {
+            return self.json.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.json.format_event(ctx, Writer::new(&mut line), event)?;
+        // A line that names its trace already (an unescaped key) stays as it is.
+        match line.strip_prefix('{') {
+            Some(rest) if !line.contains("\"trace_id\":") => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
+            _ => writer.write_str(&line),
+        }
+    }
 }
 
 /// Errors that carry a backtrace (anyhow, wasmtime traps) would capture and
