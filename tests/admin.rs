@@ -187,7 +187,11 @@ async fn a_swapped_in_versions_series_exist_at_zero_before_its_first_request() {
         (series("petstore_component_info").await == Some(1.0)).then_some(())
     })
     .await;
-    for name in ["petstore_component_version_requests_total", "petstore_component_version_errors_total"] {
+    for name in [
+        "petstore_component_version_requests_total",
+        "petstore_component_version_errors_total",
+        "petstore_component_version_duration_seconds_count",
+    ] {
         assert_eq!(series(name).await, Some(0.0), "{name} of the new version, before its first request");
     }
     let ok = s.metrics().await.get("petstore_component_swaps_total{component=\"versioned\",result=\"ok\"}").copied();
@@ -196,4 +200,11 @@ async fn a_swapped_in_versions_series_exist_at_zero_before_its_first_request() {
     assert_eq!(s.get("/api/v1/versioned").await.body["version"], "version-b");
     assert_eq!(series("petstore_component_version_requests_total").await, Some(1.0));
     assert_eq!(series("petstore_component_version_errors_total").await, Some(0.0));
+    assert_eq!(series("petstore_component_version_duration_seconds_count").await, Some(1.0));
+    // This replica says it reached the active version, and only that.
+    let states = s.metrics().await;
+    for (state, value) in [("converged", 1.0), ("loading", 0.0), ("failed", 0.0)] {
+        let series = format!("petstore_fleet_replica_state{{component=\"versioned\",state=\"{state}\"}}");
+        assert_eq!(states.get(&series), Some(&value), "{series}");
+    }
 }

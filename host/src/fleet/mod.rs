@@ -168,7 +168,7 @@ impl Fleet {
                 ArtifactKey::random()?
             }
         };
-        Ok(Fleet {
+        let fleet = Fleet {
             registry: Registry::new(registry),
             runtime,
             cache: Arc::new(Cache::open(&settings.cache_dir, cache_key)),
@@ -185,7 +185,11 @@ impl Fleet {
             canary_counts: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             busy: tokio::sync::Mutex::new(()),
-        })
+        };
+        for component in fleet.runtime.components() {
+            fleet.export_state(&component.name, None);
+        }
+        Ok(fleet)
     }
 
     /// Whether the registry has been read and acted on (readiness).

@@ -85,8 +85,10 @@ impl ReplicaState {
         }
     }
 
+    pub const ALL: [ReplicaState; 3] = [ReplicaState::Converged, ReplicaState::Loading, ReplicaState::Failed];
+
     fn parse(text: &str) -> Option<ReplicaState> {
-        [ReplicaState::Converged, ReplicaState::Loading, ReplicaState::Failed].into_iter().find(|s| s.as_str() == text)
+        ReplicaState::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
 

@@ -55,8 +55,18 @@ impl Fleet {
     }
 
     pub(super) fn record(&self, name: &str, desired: &str, state: ReplicaState, reason: Option<String>) {
+        self.export_state(name, Some(state));
         let attempt = Attempt { desired: desired.to_string(), state, reason };
         self.states.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string(), attempt);
+    }
+
+    /// `petstore_fleet_replica_state`: 1 for `state`, 0 for the others (all
+    /// 0 while this replica has not yet tried to reach an active version).
+    pub(super) fn export_state(&self, name: &str, state: Option<ReplicaState>) {
+        for each in ReplicaState::ALL {
+            let gauge = self.metrics.replica_state.with_label_values(&[name, each.as_str()]);
+            gauge.set(i64::from(state == Some(each)));
+        }
     }
 
     /// Report at once after a change made here; a failure only delays the

@@ -26,6 +26,7 @@ pub use component::{LoadError, LoadedComponent, Origin, precompiled_path, sha256
 pub use engine::{PoolLimits, build as build_engine};
 pub use slot::Canary;
 pub use tally::Counts;
+use tally::Series;
 
 use slot::Slot;
 
@@ -104,11 +105,8 @@ impl Runtime {
         for (name, path) in files {
             let loaded = LoadedComponent::from_file(&engine, &linker, path)?;
             tracing::info!(component = name, origin = ?loaded.origin, digest = loaded.digest, "component loaded");
-            for counter in [&metrics.version_requests, &metrics.version_errors] {
-                counter.with_label_values(&[name, &loaded.digest]);
-            }
-            metrics.component_info.with_label_values(&[name, &loaded.digest]).set(1);
             metrics.known_component(name);
+            metrics.known_version(name, &loaded.digest);
             components.insert(Arc::from(name.as_str()), Slot::new(loaded));
         }
         let ticker = engine::EpochTicker::start(engine.clone())?;
@@ -236,16 +234,9 @@ impl Runtime {
     /// Its request and error counters exist from then on, at zero.
     fn served(&self, name: &str, digest: &str, serving: bool) {
         if serving {
-            self.metrics.component_info.with_label_values(&[name, digest]).set(1);
-            self.metrics.version_requests.with_label_values(&[name, digest]);
-            self.metrics.version_errors.with_label_values(&[name, digest]);
+            self.metrics.known_version(name, digest);
         } else {
-            // A version no longer served leaves no series behind: swaps
-            // do not grow the scrape.
-            for counter in [&self.metrics.version_requests, &self.metrics.version_errors] {
-                let _ = counter.remove_label_values(&[name, digest]);
-            }
-            let _ = self.metrics.component_info.remove_label_values(&[name, digest]);
+            self.metrics.forget_version(name, digest);
         }
     }
 
@@ -269,13 +260,15 @@ impl Runtime {
         // A 5xx of its own, an answer that is no HTTP status, a trap or the
         // deadline: the version failed this request.
         let failed = answer.as_ref().map_or(true, |response| !(100..500).contains(&response.status));
-        let slow = started.elapsed() > self.slow_after;
-        component.tally.record(failed, slow, || {
+        let took = started.elapsed();
+        let slow = took > self.slow_after;
+        component.tally.record(failed, slow, took, || {
             let labels = [&*component.name, component.digest.as_str()];
-            (
-                self.metrics.version_requests.with_label_values(&labels),
-                self.metrics.version_errors.with_label_values(&labels),
-            )
+            Series {
+                requests: self.metrics.version_requests.with_label_values(&labels),
+                errors: self.metrics.version_errors.with_label_values(&labels),
+                duration: self.metrics.version_duration.with_label_values(&labels),
+            }
         });
         if (failed || slow) && self.canary(&component.name).is_some_and(|c| Arc::ptr_eq(&c.loaded, component)) {
             self.canary_failed.notify_one();

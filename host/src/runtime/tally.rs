@@ -5,8 +5,9 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 
 /// Counts since the version was loaded here; they only grow.
 #[derive(Debug, Default)]
@@ -14,9 +15,17 @@ pub struct Tally {
     requests: AtomicU64,
     errors: AtomicU64,
     slow: AtomicU64,
-    /// Its series of `petstore_component_version_{requests,errors}_total`,
-    /// looked up once rather than by label on every request.
-    exported: OnceLock<(IntCounter, IntCounter)>,
+    /// Its exported series, looked up once rather than by label on every
+    /// request.
+    exported: OnceLock<Series>,
+}
+
+/// A version's series of `petstore_component_version_*`.
+#[derive(Debug)]
+pub struct Series {
+    pub requests: IntCounter,
+    pub errors: IntCounter,
+    pub duration: Histogram,
 }
 
 /// A reading of a [`Tally`], or the difference of two.
@@ -28,15 +37,16 @@ pub struct Counts {
 }
 
 impl Tally {
-    /// Count one answer; `series` gives the version's requests and errors
-    /// counters the first time.
-    pub fn record(&self, failed: bool, slow: bool, series: impl FnOnce() -> (IntCounter, IntCounter)) {
-        let (requests, errors) = self.exported.get_or_init(series);
+    /// Count one answer, which took `took`; `series` gives the version's
+    /// series the first time.
+    pub fn record(&self, failed: bool, slow: bool, took: Duration, series: impl FnOnce() -> Series) {
+        let exported = self.exported.get_or_init(series);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        requests.inc();
+        exported.requests.inc();
+        exported.duration.observe(took.as_secs_f64());
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
-            errors.inc();
+            exported.errors.inc();
         }
         if slow {
             self.slow.fetch_add(1, Ordering::Relaxed);

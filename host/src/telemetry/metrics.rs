@@ -30,6 +30,8 @@ pub struct Metrics {
     pub component_info: IntGaugeVec,
     pub version_requests: IntCounterVec,
     pub version_errors: IntCounterVec,
+    pub version_duration: HistogramVec,
+    pub replica_state: IntGaugeVec,
     pub canary_state: IntGaugeVec,
     pub contention_retries: IntCounterVec,
     pub db_duration: HistogramVec,
@@ -132,6 +134,22 @@ impl Metrics {
                 "Requests a component version failed: a 5xx of its own, a trap or the deadline.",
                 &["component", "digest"],
             )?,
+            version_duration: histogram(
+                "petstore_component_version_duration_seconds",
+                "Time a component version took to answer a request, its instance's start included.",
+                &["component", "digest"],
+                LATENCY_BUCKETS,
+            )?,
+            replica_state: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "petstore_fleet_replica_state",
+                        "1 for where this replica stands with each component's active version (converged, loading, failed).",
+                    ),
+                    &["component", "state"],
+                )?,
+            )?,
             canary_state: register(
                 &registry,
                 IntGaugeVec::new(
@@ -198,6 +216,25 @@ impl Metrics {
             self.swaps.with_label_values(&[component, result]);
         }
         self.instantiation.with_label_values(&[component]);
+    }
+
+    /// `digest` of `component` is served here: its series exist from now,
+    /// at zero.
+    pub fn known_version(&self, component: &str, digest: &str) {
+        self.component_info.with_label_values(&[component, digest]).set(1);
+        self.version_requests.with_label_values(&[component, digest]);
+        self.version_errors.with_label_values(&[component, digest]);
+        self.version_duration.with_label_values(&[component, digest]);
+    }
+
+    /// `digest` of `component` is no longer served here: its series go, so
+    /// that swaps do not grow the scrape.
+    pub fn forget_version(&self, component: &str, digest: &str) {
+        let _ = self.component_info.remove_label_values(&[component, digest]);
+        for counter in [&self.version_requests, &self.version_errors] {
+            let _ = counter.remove_label_values(&[component, digest]);
+        }
+        let _ = self.version_duration.remove_label_values(&[component, digest]);
     }
 
     /// Make the series of the listener `name` exist, at zero, from its start.
