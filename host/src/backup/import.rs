@@ -129,14 +129,15 @@ impl Loader {
     fn add_pet(&mut self, pet: Pet) -> Result<(), Problem> {
         stored_text(&pet.name, model::NAME_MAX, Padding::Trimmed, "name")?;
         stored_text(&pet.species, model::SPECIES_MAX, Padding::Trimmed, "species")?;
-        check(pet.tags.len() <= model::TAGS_MAX, &format!("at most {} tags", model::TAGS_MAX))?;
+        check(pet.tags.len() <= model::TAGS_MAX, format_args!("at most {} tags", model::TAGS_MAX))?;
         let mut seen = HashSet::new();
         for tag in &pet.tags {
             stored_text(tag, model::TAG_MAX, Padding::Refused, "tag")?;
             check(seen.insert(tag), "duplicate tag")?;
         }
-        let statuses = model::PET_STATUSES.join(", ");
-        check(model::PetStatus::parse(&pet.status).is_some(), &format!("pet status is not one of: {statuses}"))?;
+        if model::PetStatus::parse(&pet.status).is_none() {
+            return Err(Problem::Invalid(format!("pet status is not one of: {}", model::PET_STATUSES.join(", "))));
+        }
         check_times(&pet.created_at, &pet.updated_at)?;
         // The tags' index (pet_tags) follows by trigger.
         self.pets += 1;
@@ -145,8 +146,9 @@ impl Loader {
 
     fn add_order(&mut self, order: Order) -> Result<(), Problem> {
         check(model::QUANTITY.contains(&order.quantity), "quantity must be 1 to 100")?;
-        let statuses = model::ORDER_STATUSES.join(", ");
-        check(model::OrderStatus::parse(&order.status).is_some(), &format!("order status is not one of: {statuses}"))?;
+        if model::OrderStatus::parse(&order.status).is_none() {
+            return Err(Problem::Invalid(format!("order status is not one of: {}", model::ORDER_STATUSES.join(", "))));
+        }
         check_times(&order.created_at, &order.updated_at)?;
         self.orders += 1;
         order.bind(&mut self.order_rows)
@@ -179,7 +181,9 @@ async fn insert(tx: &mut Transaction, table: &str, columns: &str, rows: &mut Row
     Ok(())
 }
 
-fn check(ok: bool, message: &str) -> Result<(), Problem> {
+/// `message` becomes text only when the check fails: these run on every
+/// record of a backup.
+fn check(ok: bool, message: impl std::fmt::Display) -> Result<(), Problem> {
     if ok { Ok(()) } else { Err(Problem::Invalid(message.to_string())) }
 }
 
@@ -194,7 +198,10 @@ fn stored_text(text: &str, max: usize, padding: Padding, what: &str) -> Result<(
 
 fn check_times(created_at: &str, updated_at: &str) -> Result<(), Problem> {
     for time in [created_at, updated_at] {
-        check(model::is_timestamp(time), &format!("{time:?} is not an RFC 3339 UTC time like 2026-11-26T03:00:00Z"))?;
+        check(
+            model::is_timestamp(time),
+            format_args!("{time:?} is not an RFC 3339 UTC time like 2026-11-26T03:00:00Z"),
+        )?;
     }
     Ok(())
 }

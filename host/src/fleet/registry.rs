@@ -67,8 +67,7 @@ pub enum PublishError {
 }
 
 /// Where a replica stands with one component's active version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaState {
     Converged,
     Loading,
@@ -89,6 +88,13 @@ impl ReplicaState {
 
     fn parse(text: &str) -> Option<ReplicaState> {
         ReplicaState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// The admin API says it as the registry stores it.
+impl serde::Serialize for ReplicaState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
