@@ -4,7 +4,7 @@
 use std::fmt;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::{Event, Subscriber};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -46,12 +46,6 @@ impl Drop for Flush {
 /// OpenTelemetry spans.
 pub fn init(level: &str, output: Output, traced: bool) -> Result<Flush, opentelemetry_otlp::ExporterBuildError> {
     let traces = if traced { traces::provider_from_env()? } else { None };
-    // sqlx reports PostgreSQL's harmless NOTICEs ("… already exists,
-    // skipping") at info: keep them out unless asked for by name. Spans
-    // for traces are never log lines.
-    let quiet = format!("sqlx::postgres::notice=warn,{}=off", traces::TARGET);
-    let filter =
-        EnvFilter::try_new(format!("{quiet},{level}")).unwrap_or_else(|_| EnvFilter::new(format!("{quiet},info")));
     let (writer, guard) = match output {
         Output::Stdout => {
             let (writer, guard) =
@@ -60,6 +54,21 @@ pub fn init(level: &str, output: Output, traced: bool) -> Result<Flush, opentele
         }
         Output::Stderr => (BoxMakeWriter::new(std::io::stderr), None),
     };
+    subscriber(level, writer, traces.as_ref()).init();
+    Ok(Flush { _writer: guard, traces })
+}
+
+/// The subscriber [`init`] installs. Without a trace exporter it has no
+/// trace layer at all: an absent layer (`Option::None`) would count as one
+/// that wants every span, and keep each request's spans alive in the
+/// registry, entered and left at every poll, for nobody.
+fn subscriber(level: &str, writer: BoxMakeWriter, traces: Option<&SdkTracerProvider>) -> Dispatch {
+    // sqlx reports PostgreSQL's harmless NOTICEs ("… already exists,
+    // skipping") at info: keep them out unless asked for by name. Spans
+    // for traces are never log lines.
+    let quiet = format!("sqlx::postgres::notice=warn,{}=off", traces::TARGET);
+    let filter =
+        EnvFilter::try_new(format!("{quiet},{level}")).unwrap_or_else(|_| EnvFilter::new(format!("{quiet},info")));
     let json =
         tracing_subscriber::fmt::format().json().flatten_event(true).with_current_span(false).with_span_list(false);
     let lines = tracing_subscriber::fmt::layer()
@@ -67,8 +76,11 @@ pub fn init(level: &str, output: Output, traced: bool) -> Result<Flush, opentele
         .event_format(WithTraceId { json, traced: traces.is_some() })
         .with_writer(writer)
         .with_filter(filter);
-    tracing_subscriber::registry().with(lines).with(traces.as_ref().map(traces::layer)).init();
-    Ok(Flush { _writer: guard, traces })
+    let registry = tracing_subscriber::registry().with(lines);
+    match traces {
+        Some(provider) => Dispatch::new(registry.with(traces::layer(provider))),
+        None => Dispatch::new(registry),
+    }
 }
 
 /// Every line written inside a traced span names its trace (`trace_id`),
@@ -108,5 +120,37 @@ pub fn no_error_backtraces() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // SAFETY: called at the start of main, before any other thread exists.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace_span_disabled(traces: Option<&SdkTracerProvider>) -> bool {
+        let dispatch = subscriber("info", BoxMakeWriter::new(std::io::sink), traces);
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info_span!(target: traces::TARGET, "statement").is_disabled()
+        })
+    }
+
+    #[test]
+    fn trace_spans_cost_nothing_without_an_exporter() {
+        assert!(trace_span_disabled(None), "a trace span was made with no exporter to send it to");
+    }
+
+    #[test]
+    fn trace_spans_are_made_when_exported() {
+        let provider = SdkTracerProvider::builder().build();
+        assert!(!trace_span_disabled(Some(&provider)));
+    }
+
+    #[test]
+    fn log_lines_at_the_level_still_pass() {
+        let dispatch = subscriber("info", BoxMakeWriter::new(std::io::sink), None);
+        tracing::dispatcher::with_default(&dispatch, || {
+            assert!(tracing::enabled!(target: "access", tracing::Level::INFO));
+            assert!(!tracing::enabled!(target: "access", tracing::Level::DEBUG));
+        });
     }
 }
