@@ -44,6 +44,11 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// an upload, a health check.
 const HOST_POOL_SIZE: u32 = 4;
 
+/// How often a backend running a component's statement checks that its
+/// client is still there: a statement whose request passed its deadline
+/// has its connection closed, and its backend stops within this.
+const CLIENT_CHECK_MS: u32 = 200;
+
 #[derive(Clone)]
 pub struct Postgres {
     /// The service's own role.
@@ -95,11 +100,19 @@ impl Postgres {
                 let role = access.user.clone().ok_or_else(|| {
                     DbError::Other("components need a database role of their own: set DB_COMPONENT_USER".into())
                 })?;
-                let mut as_components = connect.clone().username(&role);
+                let mut as_components = connect.clone().username(&role).application_name("petstore-components");
                 if let Some(password) = &access.password {
                     as_components = as_components.password(password);
                 }
-                let as_components = pool::session_options(as_components, &statement_timeout);
+                let check = CLIENT_CHECK_MS.to_string();
+                let as_components = as_components.options([
+                    ("statement_timeout", statement_timeout.as_str()),
+                    ("search_path", "public"),
+                    // The screen reads strings as PostgreSQL does with this on.
+                    ("standard_conforming_strings", "on"),
+                    ("client_connection_check_interval", check.as_str()),
+                    ("idle_in_transaction_session_timeout", statement_timeout.as_str()),
+                ]);
                 let conns = Conns::new(as_components, options.max_connections);
                 let mut tables: Vec<String> =
                     access.grants.iter().flat_map(|g| g.tables().map(str::to_string)).collect();

@@ -36,28 +36,6 @@ const RESET_SESSION: &str = "RESET ALL";
 /// server may have restarted, or closed it).
 const STALE_AFTER: Duration = Duration::from_secs(10);
 
-/// How often a backend running a component's statement checks that its
-/// client is still there: a statement whose request passed its deadline
-/// has its connection closed, and its backend stops within this.
-const CLIENT_CHECK_MS: u32 = 200;
-
-/// The components' sessions, set at their start (so `RESET ALL` keeps them).
-pub(super) fn session_options(connect: PgConnectOptions, statement_timeout: &str) -> PgConnectOptions {
-    let check = CLIENT_CHECK_MS.to_string();
-    connect.application_name("petstore-components").options([
-        ("statement_timeout", statement_timeout),
-        ("search_path", "public"),
-        // The screen reads strings as PostgreSQL does with this on.
-        ("standard_conforming_strings", "on"),
-        ("client_connection_check_interval", check.as_str()),
-        ("idle_in_transaction_session_timeout", statement_timeout),
-        // One plan per prepared statement: the components' statements seek an
-        // index whatever their values (tests/plans.rs), and left to choose,
-        // PostgreSQL re-planned some on every call once the table was large.
-        ("plan_cache_mode", "force_generic_plan"),
-    ])
-}
-
 pub(super) struct Conns {
     options: PgConnectOptions,
     idle: Mutex<Vec<Idle>>,
